@@ -69,20 +69,31 @@ UNIT_BINS      := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 UNIT_ASAN_BINS := $(patsubst tests/unit/%.c,$(BUILD)/asan/tests/%,$(UNIT_SRC))
 
 # ---- fuzz targets: libFuzzer with clang, a replay driver otherwise ---------
+# The library is compiled once with the fuzzer's instrumentation, then linked
+# into each target.
 FUZZ_CC := $(shell command -v clang 2>/dev/null)
 ifneq ($(FUZZ_CC),)
-FUZZ_FLAGS := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-FUZZ_MAIN  :=
+FUZZ_CFLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+FUZZ_LFLAGS := -fsanitize=fuzzer,address,undefined
+FUZZ_MAIN   :=
 else
-FUZZ_CC    := $(CC)
-FUZZ_FLAGS := $(SAN)
-FUZZ_MAIN  := tests/fuzz/replay_main.c
+FUZZ_CC     := $(CC)
+FUZZ_CFLAGS := $(SAN)
+FUZZ_LFLAGS := $(SAN)
+FUZZ_MAIN   := $(BUILD)/fuzz/obj/tests/fuzz/replay_main.o
 endif
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(wildcard include/perq/*.h)
+$(BUILD)/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(CPPFLAGS) -std=c11 -O1 -g -Wall -Wextra -Werror -pthread -fopenmp $(FUZZ_FLAGS) \
-	    $< $(FUZZ_MAIN) $(LIB_SRC) $(LDLIBS) -o $@
+	$(FUZZ_CC) $(CPPFLAGS) -std=c11 -O1 -g -Wall -Wextra -Werror -Wno-unknown-pragmas -pthread $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/fuzz/libperq.a: $(call obj,$(BUILD)/fuzz,$(LIB_SRC))
+	@rm -f $@; ar rcs $@ $^
+$(BUILD)/fuzz/libperqd.a: $(call obj,$(BUILD)/fuzz,$(SERVER_SRC))
+	@rm -f $@; ar rcs $@ $^
+# OpenMP is left out here: the fuzzers run single-threaded and clang's runtime is not installed.
+$(BUILD)/fuzz/%: $(BUILD)/fuzz/obj/tests/fuzz/%.o $(FUZZ_MAIN) $(BUILD)/fuzz/libperqd.a $(BUILD)/fuzz/libperq.a
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -pthread $(FUZZ_LFLAGS) $^ $(filter-out -fopenmp,$(LDLIBS)) -o $@
 
 # ---- suites ---------------------------------------------------------------
 check: all unit reference integration fuzz-smoke
