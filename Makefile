@@ -85,15 +85,14 @@ endif
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 $(BUILD)/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(CPPFLAGS) -std=c11 -O1 -g -Wall -Wextra -Werror -Wno-unknown-pragmas -pthread $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+	$(FUZZ_CC) $(CPPFLAGS) -std=c11 -O1 -g -Wall -Wextra -Werror -pthread -fopenmp $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
 $(BUILD)/fuzz/libperq.a: $(call obj,$(BUILD)/fuzz,$(LIB_SRC))
 	@rm -f $@; ar rcs $@ $^
 $(BUILD)/fuzz/libperqd.a: $(call obj,$(BUILD)/fuzz,$(SERVER_SRC))
 	@rm -f $@; ar rcs $@ $^
-# OpenMP is left out here: the fuzzers run single-threaded and clang's runtime is not installed.
 $(BUILD)/fuzz/%: $(BUILD)/fuzz/obj/tests/fuzz/%.o $(FUZZ_MAIN) $(BUILD)/fuzz/libperqd.a $(BUILD)/fuzz/libperq.a
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -pthread $(FUZZ_LFLAGS) $^ $(filter-out -fopenmp,$(LDLIBS)) -o $@
+	$(FUZZ_CC) -pthread -fopenmp $(FUZZ_LFLAGS) $^ $(LDLIBS) -o $@
 
 # ---- suites ---------------------------------------------------------------
 check: all unit reference integration fuzz-smoke

@@ -8,7 +8,7 @@ PACKAGES=(
   libmicrohttpd-dev libjansson-dev libuv1-dev
   libopenblas-dev liblapacke-dev libsqlite3-dev
   libssl-dev libpcre2-dev libutf8proc-dev
-  libcmocka-dev clang libclang-rt-14-dev
+  libcmocka-dev clang libclang-rt-14-dev libomp-14-dev
   curl jq python3
 )
 
