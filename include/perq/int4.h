@@ -1,11 +1,27 @@
 /* INT4 weights: symmetric round-to-nearest with MSE-searched scales, per output
- * channel or per group, and the compressed-tensors pack-quantized layout. */
+ * channel or per group, and the compressed-tensors pack-quantized layout.
+ *
+ * A weight w with scale s becomes q = clamp(round(w / s), -8, 7), rounding
+ * half to even (as torch.round does), and is read back as q * s. The full-range
+ * scale of a vector is absmax / 7.5 (compressed-tensors' symmetric convention:
+ * half of the 15 steps from -8 to 7), so that every element is within s / 2 of
+ * its grid point; the MSE search may pick a smaller scale that clips the
+ * largest elements when that lowers the total squared error.
+ *
+ * Scales are stored in the model's float dtype. Each candidate scale is rounded
+ * to that dtype before any weight is rounded with it, so the stored artifact
+ * dequantizes to exactly q * stored_scale, and the guarantees below hold for
+ * the stored values:
+ *   - every element with |w| <= 7.5 * s (not clipped) is within s / 2 of q * s;
+ *   - the chosen scale's squared error is never above that of the full-range
+ *     scale (absmax / 7.5, rounded the same way), which is always a candidate. */
 #ifndef PERQ_INT4_H
 #define PERQ_INT4_H
 
 #include <stdint.h>
 #include <stddef.h>
 
+#include "perq/dtype.h"
 #include "perq/error.h"
 
 /* A quantized [rows][cols] matrix. Group g of row r covers columns
@@ -18,18 +34,33 @@ typedef struct perq_int4_matrix {
     float *scales;    /* rows*n_groups; w ~= q * scale */
 } perq_int4_matrix;
 
+/* group <= 0 or group > cols means one group per row (per output channel). */
 int perq_int4_alloc(perq_int4_matrix *m, int rows, int cols, int group, perq_err *err);
 void perq_int4_free(perq_int4_matrix *m);
 
 /* Scale for a vector of weights: the clipping ratio in {1, 0.99, ..., 0.5}
- * (PERQ_INT4_CLIP_STEPS steps) whose RTN error sum((w - q*s)^2) is smallest. */
+ * (PERQ_INT4_CLIP_STEPS steps) whose RTN error sum((w - q*s)^2) is smallest;
+ * the largest ratio wins a tie. 0 for a vector of zeros. */
 #define PERQ_INT4_CLIP_STEPS 51
 float perq_int4_mse_scale(const float *w, int n);
-/* Rounds w to q = clamp(round(w / s), -8, 7). */
+/* The same search with every candidate rounded to scale_dtype (F32, F16 or
+ * BF16) first; the result is exactly representable in scale_dtype. */
+float perq_int4_mse_scale_as(const float *w, int n, perq_dtype scale_dtype);
+/* s rounded to nearest in dtype (F32, F16, BF16); a scale too large for the
+ * dtype becomes its largest finite value. */
+float perq_int4_round_scale(float s, perq_dtype dtype);
+/* Rounds w to q = clamp(round(w / s), -8, 7); a scale of 0 gives q = 0. */
 void perq_int4_round(const float *w, int n, float scale, int8_t *q);
+/* sum((w - q*s)^2) in double, the figure the search minimises. */
+double perq_int4_sq_error(const float *w, int n, float scale);
 
-/* RTN over the whole matrix, rows in parallel where it pays. */
+/* RTN over the whole matrix, rows in parallel where it pays. The weights must
+ * be finite (an infinite or NaN weight is a PERQ_E_FORMAT error naming it).
+ * perq_int4_rtn keeps fp32 scales; perq_int4_rtn_as rounds them to the dtype
+ * they will be stored in. out must be unallocated; it is freed on failure. */
 int perq_int4_rtn(const float *w, int rows, int cols, int group, perq_int4_matrix *out, perq_err *err);
+int perq_int4_rtn_as(const float *w, int rows, int cols, int group, perq_dtype scale_dtype,
+                     perq_int4_matrix *out, perq_err *err);
 void perq_int4_dequantize(const perq_int4_matrix *m, float *w);
 
 /* pack-quantized: packed[r][ceil(cols/8)] int32, element 8i+k of a row in bits
