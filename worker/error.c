@@ -42,7 +42,8 @@ int perq_err_context(perq_err *err, const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     char joined[sizeof err->msg];
-    snprintf(joined, sizeof joined, "%s: %s", prefix, err->msg);
+    if (snprintf(joined, sizeof joined, "%s: %s", prefix, err->msg) < 0) /* truncation is fine */
+        return -1;
     memcpy(err->msg, joined, sizeof err->msg);
     return -1;
 }
