@@ -321,3 +321,44 @@ manifest_entries() {
   jq -r '.files | if type == "array" then .[] | [(.name // .path), .bytes, .sha256]
                   else to_entries[] | [.key, .value.bytes, .value.sha256] end | @tsv' "$1"
 }
+
+# ---- a model whose job runs for a few seconds ----------------------------------
+
+# The synthetic checkpoint for jobs that must still be running when a test
+# acts on them (kill, cancel, restart). Cached under build/test-cache: synth
+# is deterministic per seed.
+SLOW_SYNTH=${SLOW_SYNTH:-"--preset tinyllama-1.1b --layers 1 --dtype bf16 --seed 7"}
+
+slow_model_dir() {
+  local key dir
+  key=$(echo "$SLOW_SYNTH" | tr -c 'A-Za-z0-9.\n-' '_')
+  dir=$PERQ_ROOT/build/test-cache/synth-$key
+  if [ ! -f "$dir/config.json" ]; then
+    mkdir -p "$PERQ_ROOT/build/test-cache"
+    rm -rf "$dir.tmp.$$"
+    # shellcheck disable=SC2086
+    nice "$PERQ_BIN/perq" synth $SLOW_SYNTH --out "$dir.tmp.$$" >&2 || fail "perq synth $SLOW_SYNTH failed"
+    rm -rf "$dir"; mv "$dir.tmp.$$" "$dir"
+  fi
+  echo "$dir"
+}
+
+# upload_slow_model: uploads and commits it; sets MODEL_ID.
+upload_slow_model() {
+  local dir; dir=$(slow_model_dir)
+  upload_model "$dir" slow-synth
+}
+
+# wait_worker JOB [TIMEOUT]: waits until the job runs in a worker; sets WORKER_PID.
+wait_worker() {
+  local id=$1 limit=${2:-20} i
+  WORKER_PID=""
+  for i in $(seq 1 $((limit * 20))); do
+    WORKER_PID=$(job_worker_pid "$id")
+    [ -n "$WORKER_PID" ] && return 0
+    get "/v1/jobs/$id"
+    case $(json .status) in succeeded|failed|cancelled) fail "job $id ended '$(json .status)' before its worker was seen (too fast? set SLOW_SYNTH)" ;; esac
+    sleep 0.05
+  done
+  fail "no worker process for job $id after ${limit}s"
+}
