@@ -1,0 +1,94 @@
+/* Picks the fastest OpenBLAS kernel set the CPU supports (see perq/blas.h). */
+#include "perq/blas.h"
+
+#include <cblas.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define REEXEC_GUARD "PERQ_BLAS_REEXEC"
+
+/* Kernel sets by sgemm speed. Cooperlake and SapphireRapids add bf16 kernels
+ * but run the SkylakeX sgemm, so switching among them gains nothing. */
+static const struct {
+    const char *name;
+    int rank;
+} core_ranks[] = {
+    {"SapphireRapids", 3}, {"Cooperlake", 3}, {"SkylakeX", 3},
+    {"Haswell", 2}, {"Zen", 2},
+    {"Sandybridge", 1}, {"Excavator", 1}, {"Steamroller", 1}, {"Piledriver", 1}, {"Bulldozer", 1},
+    {"Nehalem", 0}, {"Penryn", 0}, {"Dunnington", 0}, {"Core2", 0}, {"Prescott", 0},
+    {"Barcelona", 0}, {"Opteron", 0}, {"Atom", 0}, {"Nano", 0}, {"Bobcat", 0},
+};
+
+int perq_blas_core_rank(const char *core)
+{
+    if (!core)
+        return -1;
+    for (size_t i = 0; i < sizeof core_ranks / sizeof core_ranks[0]; i++)
+        if (!strcasecmp(core, core_ranks[i].name))
+            return core_ranks[i].rank;
+    return -1;
+}
+
+const char *perq_blas_best_core(void)
+{
+    __builtin_cpu_init();
+    int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+    if (avx512 && __builtin_cpu_supports("avx512bf16"))
+        return "Cooperlake";
+    if (avx512)
+        return "SkylakeX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return "Haswell";
+    if (__builtin_cpu_supports("avx"))
+        return "Sandybridge";
+    return NULL;
+}
+
+const char *perq_blas_core(void)
+{
+    const char *name = openblas_get_corename();
+    return name ? name : "unknown";
+}
+
+int perq_blas_threads(void)
+{
+    return openblas_get_num_threads();
+}
+
+static int usable_cpus(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+static void choose_threads(void)
+{
+    if (getenv("OPENBLAS_NUM_THREADS") || getenv("OMP_NUM_THREADS"))
+        return;
+    openblas_set_num_threads(usable_cpus());
+}
+
+void perq_blas_choose_kernel(int argc, char **argv)
+{
+    const char *best = perq_blas_best_core();
+    const char *current = perq_blas_core();
+    int may_reexec = argc > 0 && argv && !getenv("OPENBLAS_CORETYPE") && !getenv(REEXEC_GUARD);
+    /* An unknown name may be a kernel newer than this table: leave it alone. */
+    int current_rank = perq_blas_core_rank(current);
+    if (may_reexec && best && current_rank >= 0 && perq_blas_core_rank(best) > current_rank) {
+        setenv("OPENBLAS_CORETYPE", best, 1);
+        setenv(REEXEC_GUARD, current, 1);
+        execv("/proc/self/exe", argv);
+        /* Still here: keep the kernel that works. */
+        unsetenv("OPENBLAS_CORETYPE");
+    }
+    choose_threads();
+}
