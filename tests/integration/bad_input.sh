@@ -92,7 +92,11 @@ step "impossible combinations"
 for spec in \
   '{model: $m, method: "rtn", calibration: {dataset: "d", samples: 16, seq_len: 512, seed: 42}}' \
   '{model: $m, method: "perq"}' \
-  '{model: $m, method: "rtn", weights: {algorithm: "gptq"}}'; do
+  '{model: $m, method: "rtn", weights: {algorithm: "gptq"}}' \
+  '{model: $m, method: "rtn", activations: {bits: 4}}' \
+  '{model: $m, method: "rtn", rotation: {mode: "full"}}' \
+  '{model: $m, method: "perq", calibration: {dataset: "d"}, rotation: {mode: "none", block_size: 16}}' \
+  '{model: $m, method: "perq", calibration: {dataset: "d"}, rotation: {mode: "block"}}'; do
   post_json /v1/jobs "$(jq -nc --arg m "$M" "$spec")"; bad "job $spec" 400
 done
 
