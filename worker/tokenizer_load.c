@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "perq/fsutil.h"
 #include "tokenizer_internal.h"
 
 #define MAX_TOKENIZER_FILE (512u << 20)
@@ -128,39 +130,6 @@ void perq_tokenizer_free(perq_tokenizer *t)
 
 /* ---- a model folder -------------------------------------------------------------- */
 
-/* Reads a whole file; a missing optional file gives 0 with *data NULL. */
-static int read_file(const char *path, size_t max, bool optional, char **data, size_t *len, perq_err *err)
-{
-    *data = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (optional && errno == ENOENT)
-            return 0;
-        return perq_fail_errno(err, "cannot open %s", path);
-    }
-    tok_buf b = {0};
-    char chunk[1 << 16];
-    size_t n;
-    int rc = 0;
-    while (!rc && (n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        if (b.len + n > max)
-            rc = perq_fail(err, PERQ_E_FORMAT, "%s is larger than %zu MB", path, max >> 20);
-        else
-            rc = tok_buf_append(&b, chunk, n, err);
-    }
-    if (!rc && ferror(f))
-        rc = perq_fail_errno(err, "cannot read %s", path);
-    fclose(f);
-    if (rc) {
-        tok_buf_free(&b);
-        return -1;
-    }
-    *data = b.data ? b.data : calloc(1, 1);
-    *len = b.len;
-    return *data ? 0 : perq_fail(err, PERQ_E_NOMEM, "out of memory");
-}
-
 /* An optional JSON file of the folder: *out NULL when it does not exist. */
 static int load_config(const char *dir, const char *name, json_t **out, perq_err *err)
 {
@@ -169,10 +138,10 @@ static int load_config(const char *dir, const char *name, json_t **out, perq_err
     size_t len;
     *out = NULL;
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    if (read_file(path, MAX_CONFIG_FILE, true, &data, &len, err))
-        return -1;
-    if (!data)
+    if (access(path, F_OK) != 0 && errno == ENOENT)
         return 0;
+    if (perq_read_file(path, MAX_CONFIG_FILE, &data, &len, err))
+        return -1;
     json_error_t jerr;
     *out = json_loadb(data, len, 0, &jerr);
     free(data);
@@ -189,7 +158,7 @@ int perq_tokenizer_load(const char *dir, perq_tokenizer **out, perq_err *err)
     *out = NULL;
     if (snprintf(path, sizeof path, "%s/tokenizer.json", dir) >= (int)sizeof path)
         return perq_fail(err, PERQ_E_INVALID, "model folder path too long");
-    if (read_file(path, MAX_TOKENIZER_FILE, false, &data, &len, err))
+    if (perq_read_file(path, MAX_TOKENIZER_FILE, &data, &len, err))
         return -1;
     perq_tokenizer *t;
     int rc = parse_named(data, len, path, &t, err);
