@@ -5,6 +5,7 @@
 
 #include "perq/fsutil.h"
 
+#include <float.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -53,8 +54,8 @@ static int get_positive_float(json_t *obj, const char *key, double dflt, float *
     if (!json_is_number(v))
         return perq_fail(err, PERQ_E_FORMAT, "%s is not a number", key);
     double x = json_number_value(v);
-    if (!(x > 0 && x < 1e30))
-        return perq_fail(err, PERQ_E_FORMAT, "%s must be a positive number, not %g", key, x);
+    if (!(x >= FLT_MIN && x <= FLT_MAX)) /* positive, and still positive as a float */
+        return perq_fail(err, PERQ_E_FORMAT, "%s must be a positive number in float range, not %g", key, x);
     *out = (float)x;
     return 0;
 }

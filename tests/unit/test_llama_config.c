@@ -180,6 +180,8 @@ static void test_missing_and_bad_fields(void **state)
     expect_failure(mistral_7b, "num_attention_heads", "24", PERQ_E_FORMAT,
                    "num_attention_heads 24 does not divide hidden_size 4096");
     expect_failure(llama32_1b, "rms_norm_eps", "-1", PERQ_E_FORMAT, "rms_norm_eps must be a positive number");
+    expect_failure(llama32_1b, "rms_norm_eps", "1e-50", PERQ_E_FORMAT, "rms_norm_eps must be a positive number");
+    expect_failure(llama32_1b, "rope_theta", "1e300", PERQ_E_FORMAT, "rope_theta must be a positive number");
     expect_failure(llama32_1b, "torch_dtype", "\"float64\"", PERQ_E_UNSUPPORTED, "torch_dtype \"float64\"");
     expect_failure(llama32_1b, "eos_token_id", "\"</s>\"", PERQ_E_FORMAT, "eos_token_id is not a token id");
     expect_failure(llama32_1b, "tie_word_embeddings", "1", PERQ_E_FORMAT, "tie_word_embeddings is not a boolean");
