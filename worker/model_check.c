@@ -5,6 +5,7 @@
 #include "perq/fsutil.h"
 #include "perq/llama_config.h"
 #include "perq/safetensors.h"
+#include "perq/tokenizer.h"
 
 #include <dirent.h>
 #include <jansson.h>
@@ -181,26 +182,49 @@ static void check_tensors(const perq_llama_config *cfg, const perq_checkpoint *c
     free(want);
 }
 
-static void check_tokenizer_json(json_t *root, perq_problems *out)
+/* The outline every supported tokenizer.json has; returns whether it is there. */
+static bool check_tokenizer_json(json_t *root, perq_problems *out)
 {
     json_t *model = json_object_get(root, "model");
     if (!json_is_object(model)) {
         perq_problems_add(out, "tokenizer.json has no \"model\" object");
-        return;
+        return false;
     }
     const char *type = json_string_value(json_object_get(model, "type"));
     if (!type || strcmp(type, "BPE") != 0) {
         perq_problems_add(out, "tokenizer.json: model type %s%.40s%s is not supported (only BPE)", type ? "\"" : "",
                           type ? type : "(missing)", type ? "\"" : "");
-        return;
+        return false;
     }
-    if (!json_is_object(json_object_get(model, "vocab")))
+    bool ok = true;
+    if (!json_is_object(json_object_get(model, "vocab"))) {
         perq_problems_add(out, "tokenizer.json: model has no \"vocab\" object");
-    if (!json_is_array(json_object_get(model, "merges")))
+        ok = false;
+    }
+    if (!json_is_array(json_object_get(model, "merges"))) {
         perq_problems_add(out, "tokenizer.json: model has no \"merges\" array");
+        ok = false;
+    }
+    return ok;
 }
 
-static void check_tokenizer(const char *dir, perq_problems *out)
+/* Loads the tokenizer as a job will, and checks that every id it can produce
+ * has a row in the embeddings. */
+static void check_tokenizer_loads(const char *dir, const perq_llama_config *cfg, perq_problems *out)
+{
+    perq_tokenizer *tok;
+    perq_err err;
+    if (perq_tokenizer_load(dir, &tok, &err) != 0) {
+        add_error(out, dir, &err);
+        return;
+    }
+    size_t n = perq_tokenizer_vocab_size(tok);
+    if (cfg && n > (size_t)cfg->vocab_size)
+        perq_problems_add(out, "tokenizer.json has %zu tokens but config.json vocab_size is %d", n, cfg->vocab_size);
+    perq_tokenizer_free(tok);
+}
+
+static void check_tokenizer(const char *dir, const perq_llama_config *cfg, perq_problems *out)
 {
     char *path = join(dir, "tokenizer.json");
     char *text = NULL;
@@ -222,8 +246,8 @@ static void check_tokenizer(const char *dir, perq_problems *out)
                           jerr.column);
     else if (!json_is_object(root))
         perq_problems_add(out, "tokenizer.json is not a JSON object");
-    else
-        check_tokenizer_json(root, out);
+    else if (check_tokenizer_json(root, out))
+        check_tokenizer_loads(dir, cfg, out);
     json_decref(root);
     free(text);
     free(path);
@@ -251,6 +275,6 @@ size_t perq_model_check(const char *dir, perq_problems *out)
         perq_ckpt_close(&c);
     }
 
-    check_tokenizer(dir, out);
+    check_tokenizer(dir, have_config ? &cfg : NULL, out);
     return out->n - before;
 }

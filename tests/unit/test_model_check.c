@@ -173,6 +173,13 @@ static void test_tokenizer_structure(void **state)
     assert_has_problem(&p, "model type \"Unigram\" is not supported");
     perq_problems_free(&p);
 
+    /* The right outline, but not a tokenizer the engine can load. */
+    replace_file(dir, "tokenizer.json",
+                 "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [\"a b\"]}}");
+    assert_int_equal(perq_model_check(dir, &p), 1);
+    assert_has_problem(&p, "token 'b' is not in the vocabulary");
+    perq_problems_free(&p);
+
     replace_file(dir, "tokenizer.json", "[]");
     assert_int_equal(perq_model_check(dir, &p), 1);
     assert_has_problem(&p, "tokenizer.json is not a JSON object");
@@ -205,6 +212,32 @@ static void test_unsupported_architecture(void **state)
     perq_problems p = {0};
     assert_int_equal(perq_model_check(dir, &p), 1);
     assert_has_problem(&p, "config.json: architecture \"GemmaForCausalLM\" is not supported");
+    perq_problems_free(&p);
+}
+
+/* A tokenizer that can produce ids beyond the embedding rows. */
+static void test_tokenizer_larger_than_vocab(void **state)
+{
+    const char *dir = *state;
+    char *src_dir = stories_dir(), *src = in_dir(src_dir, "config.json");
+    char *text;
+    size_t len;
+    perq_err err;
+    assert_int_equal(perq_read_file(src, 0, &text, &len, &err), 0);
+    char *at = strstr(text, "\"vocab_size\": 512");
+    assert_non_null(at);
+    memcpy(at, "\"vocab_size\": 500", 17);
+    replace_file(dir, "config.json", text);
+    free(text);
+    free(src);
+    free(src_dir);
+
+    perq_problems p = {0};
+    size_t n = perq_model_check(dir, &p);
+    print_problems(&p);
+    assert_has_problem(&p, "tensor model.embed_tokens.weight has shape [512, 64], expected [500, 64]");
+    assert_has_problem(&p, "tokenizer.json has 512 tokens but config.json vocab_size is 500");
+    assert_int_equal(n, 2);
     perq_problems_free(&p);
 }
 
@@ -265,6 +298,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_each_problem_reported, copy_stories, remove_copy),
         cmocka_unit_test_setup_teardown(test_tokenizer_structure, copy_stories, remove_copy),
         cmocka_unit_test_setup_teardown(test_unsupported_architecture, copy_stories, remove_copy),
+        cmocka_unit_test_setup_teardown(test_tokenizer_larger_than_vocab, copy_stories, remove_copy),
         cmocka_unit_test_setup_teardown(test_broken_header_and_extra_shard, copy_stories, remove_copy),
         cmocka_unit_test(test_empty_folder),
     };
