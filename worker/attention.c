@@ -1,40 +1,41 @@
 /* Causal self-attention with grouped KV heads, one query block at a time:
  * scores S = Q_blk K^T / sqrt(d) and output P V are sgemms, and keys after the
  * block's last query are never touched, so the masked half of the score matrix
- * is skipped except inside the diagonal block. */
+ * is skipped except inside the diagonal block.
+ *
+ * The (sequence, head) pairs are shared among OpenMP threads, each calling a
+ * single-threaded sgemm: per-head products are too small for OpenBLAS's own
+ * threads to pay, and two thread pools waking each other up on every small
+ * product cost more than the products. */
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
+#include <string.h>
 
 #include "perq/forward.h"
+#include "vecmath.h"
 
 enum { QUERY_BLOCK = 128 };
 
-size_t perq_attention_scratch_floats(int seq_len)
+static size_t scores_floats(int seq_len)
 {
     int block = seq_len < QUERY_BLOCK ? seq_len : QUERY_BLOCK;
     return (size_t)block * seq_len;
 }
 
+size_t perq_attention_scratch_floats(int seq_len)
+{
+    return scores_floats(seq_len) * (size_t)omp_get_max_threads();
+}
+
 /* Row i of the block attends to keys 0..q0+i: softmax over them, zeros after. */
 static void causal_softmax(float *scores, int rows, int q0, int n_keys)
 {
-#pragma omp parallel for schedule(static) if ((long long)rows * n_keys > 32768)
     for (int i = 0; i < rows; i++) {
         float *s = scores + (size_t)i * n_keys;
-        int last = q0 + i;
-        float max = s[0];
-        for (int j = 1; j <= last; j++)
-            max = s[j] > max ? s[j] : max;
-        float sum = 0.0f;
-        for (int j = 0; j <= last; j++) {
-            s[j] = expf(s[j] - max);
-            sum += s[j];
-        }
-        float inv = 1.0f / sum;
-        for (int j = 0; j <= last; j++)
-            s[j] *= inv;
-        for (int j = last + 1; j < n_keys; j++)
-            s[j] = 0.0f;
+        int seen = q0 + i + 1;
+        perq_vsoftmax(s, (size_t)seen);
+        memset(s + seen, 0, (size_t)(n_keys - seen) * sizeof *s);
     }
 }
 
@@ -59,13 +60,17 @@ void perq_attention(const float *q, const float *k, const float *v, float *out, 
     int q_stride = heads * head_dim;
     int kv_stride = kv_heads * head_dim;
     int group = heads / kv_heads;
-    for (int s = 0; s < n_seqs; s++) {
+    int blas_threads = openblas_get_num_threads();
+    int threads = omp_get_max_threads();
+    openblas_set_num_threads(1);
+#pragma omp parallel for schedule(dynamic) num_threads(threads)
+    for (int pair = 0; pair < n_seqs * heads; pair++) {
+        int s = pair / heads, h = pair % heads, kvh = h / group;
         size_t row0 = (size_t)s * seq_len;
-        for (int h = 0; h < heads; h++) {
-            int kvh = h / group;
-            attend_head(q + row0 * q_stride + h * head_dim, k + row0 * kv_stride + kvh * head_dim,
-                        v + row0 * kv_stride + kvh * head_dim, out + row0 * q_stride + h * head_dim,
-                        seq_len, q_stride, kv_stride, head_dim, scratch);
-        }
+        float *scores = scratch + (size_t)omp_get_thread_num() * scores_floats(seq_len);
+        attend_head(q + row0 * q_stride + h * head_dim, k + row0 * kv_stride + kvh * head_dim,
+                    v + row0 * kv_stride + kvh * head_dim, out + row0 * q_stride + h * head_dim, seq_len,
+                    q_stride, kv_stride, head_dim, scores);
     }
+    openblas_set_num_threads(blas_threads);
 }

@@ -76,19 +76,38 @@ static void choose_threads(void)
     openblas_set_num_threads(usable_cpus());
 }
 
+/* OpenMP threads (attention, norms) and OpenBLAS threads (sgemm) take turns on
+ * the same cores. libgomp's default is to spin for a long while after each
+ * parallel region, stealing the core from the OpenBLAS thread that runs next;
+ * a passive wait gives it back at once. libgomp reads the policy only at
+ * start-up, like OpenBLAS its kernel. */
+static int want_passive_omp(void)
+{
+    return !getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT");
+}
+
 void perq_blas_choose_kernel(int argc, char **argv)
 {
     const char *best = perq_blas_best_core();
     const char *current = perq_blas_core();
-    int may_reexec = argc > 0 && argv && !getenv("OPENBLAS_CORETYPE") && !getenv(REEXEC_GUARD);
+    int may_reexec = argc > 0 && argv && !getenv(REEXEC_GUARD);
     /* An unknown name may be a kernel newer than this table: leave it alone. */
     int current_rank = perq_blas_core_rank(current);
-    if (may_reexec && best && current_rank >= 0 && perq_blas_core_rank(best) > current_rank) {
-        setenv("OPENBLAS_CORETYPE", best, 1);
+    int better_kernel = !getenv("OPENBLAS_CORETYPE") && best && current_rank >= 0 &&
+                        perq_blas_core_rank(best) > current_rank;
+    int passive = want_passive_omp();
+    if (may_reexec && (better_kernel || passive)) {
+        if (better_kernel)
+            setenv("OPENBLAS_CORETYPE", best, 1);
+        if (passive)
+            setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
         setenv(REEXEC_GUARD, current, 1);
         execv("/proc/self/exe", argv);
-        /* Still here: keep the kernel that works. */
-        unsetenv("OPENBLAS_CORETYPE");
+        /* Still here: carry on as we are. */
+        if (better_kernel)
+            unsetenv("OPENBLAS_CORETYPE");
+        if (passive)
+            unsetenv("OMP_WAIT_POLICY");
     }
     choose_threads();
 }

@@ -9,13 +9,18 @@
 #ifndef PERQ_BLAS_H
 #define PERQ_BLAS_H
 
-/* Call first thing in main(), before any thread exists. When OPENBLAS_CORETYPE
- * is unset and the CPU supports a better kernel family than the one OpenBLAS
- * picked, sets OPENBLAS_CORETYPE and re-executes /proc/self/exe with the same
- * arguments (once: PERQ_BLAS_REEXEC guards against loops; the pid and open file
- * descriptors are kept). Returns when no re-execution is needed or it failed.
- * Also sets the OpenBLAS thread count to the CPUs this process may run on,
- * unless OPENBLAS_NUM_THREADS or OMP_NUM_THREADS says otherwise. */
+/* Call first thing in main(), before any thread exists. Re-executes
+ * /proc/self/exe once with the same arguments (PERQ_BLAS_REEXEC guards against
+ * loops; the pid and open file descriptors are kept) when the environment
+ * should change:
+ *   - OPENBLAS_CORETYPE unset and the CPU supports a better kernel family than
+ *     the one OpenBLAS picked: it is set to that family;
+ *   - OMP_WAIT_POLICY and GOMP_SPINCOUNT unset: OMP_WAIT_POLICY=PASSIVE, so
+ *     that OpenMP threads idling between parallel regions do not spin on the
+ *     cores OpenBLAS's threads need (libgomp spins for milliseconds by default).
+ * Returns when nothing needs to change or the re-execution failed. Then sets
+ * the OpenBLAS thread count to the CPUs this process may run on, unless
+ * OPENBLAS_NUM_THREADS or OMP_NUM_THREADS says otherwise. */
 void perq_blas_choose_kernel(int argc, char **argv);
 
 /* The kernel set in use ("SkylakeX", "Haswell", ...), as OpenBLAS names it. */

@@ -12,6 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "perq/forward.h"
 #include "perq/fsutil.h"
 #include "perq/int4.h"
@@ -289,7 +291,8 @@ static void test_attention_first_token_sees_only_itself(void **state)
     (void)state;
     /* Position 0 attends to itself alone: its output is its own v. */
     int seq_len = 5, hd = 4;
-    float q[5 * 4], k[5 * 4], v[5 * 4], out[5 * 4], scratch[25];
+    float q[5 * 4], k[5 * 4], v[5 * 4], out[5 * 4];
+    float *scratch = malloc(perq_attention_scratch_floats(seq_len) * sizeof *scratch);
     fill(q, 20, 2.0f);
     fill(k, 20, 2.0f);
     for (int i = 0; i < 20; i++)
@@ -303,6 +306,7 @@ static void test_attention_first_token_sees_only_itself(void **state)
     perq_attention(q, k, v, out, 1, seq_len, 1, 1, hd, scratch);
     for (int d = 0; d < hd; d++)
         assert_float_equal(out[4 * 4 + d], (v[d] + v[4 + d] + v[8 + d] + v[12 + d] + v[16 + d]) / 5, 1e-5);
+    free(scratch);
 }
 
 static void test_causal_mask_later_tokens_change_nothing_earlier(void **state)
@@ -882,6 +886,65 @@ static void test_layerwise_cancel(void **state)
     perq_model_close(m);
 }
 
+/* ---- the references of shared/models/stories260K/REFERENCE.md --------------------------- */
+
+/* BOS and the first 64 ids of ref_tokens.json. */
+static int reference_ids(const char *shared, int32_t ids[65])
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/models/stories260K/ref_tokens.json", shared);
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root)
+        return -1;
+    json_t *list = json_object_get(root, "ids");
+    ids[0] = 1;
+    for (int i = 0; i < 64; i++)
+        ids[i + 1] = (int32_t)json_integer_value(json_array_get(list, (size_t)i));
+    json_decref(root);
+    return 0;
+}
+
+static void check_reference_logits(const char *model, const char *ref_file)
+{
+    const char *shared = getenv("PERQ_SHARED");
+    char dir[512], path[512];
+    if (!shared)
+        skip();
+    snprintf(dir, sizeof dir, "%s/models/%s", shared, model);
+    snprintf(path, sizeof path, "%s/models/stories260K/%s", shared, ref_file);
+    int32_t ids[65];
+    if (reference_ids(shared, ids) != 0)
+        fail_msg("PERQ_SHARED is set but %s/models/stories260K/ref_tokens.json cannot be read", shared);
+    char *ref;
+    size_t len;
+    perq_err err;
+    assert_int_equal(perq_read_file(path, 0, &ref, &len, &err), 0);
+    assert_int_equal(len, 65 * 512 * sizeof(float));
+
+    perq_model *m = open_model(dir);
+    assert_int_equal(perq_model_load_all(m, &err), 0);
+    float *logits = logits_of(m, ids, 1, 65, NULL);
+    double diff = max_abs_diff(logits, (const float *)ref, 65 * 512);
+    printf("# %s: max |logit - reference| = %.3g\n", model, diff);
+    assert_true(diff <= 1e-4);
+    free(logits);
+    free(ref);
+    perq_model_close(m);
+}
+
+static void test_reference_logits_f32(void **state)
+{
+    (void)state;
+    check_reference_logits("stories260K", "ref_logits_f32.bin");
+}
+
+static void test_reference_logits_bf16(void **state)
+{
+    (void)state;
+    check_reference_logits("stories260K-bf16", "ref_logits_bf16.bin");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -901,6 +964,8 @@ int main(void)
         cmocka_unit_test(test_missing_tensor_is_named),
         cmocka_unit_test(test_layer_by_layer_equals_whole_model),
         cmocka_unit_test(test_layerwise_cancel),
+        cmocka_unit_test(test_reference_logits_f32),
+        cmocka_unit_test(test_reference_logits_bf16),
     };
     return cmocka_run_group_tests(tests, make_tmp_dir, remove_tmp_dir);
 }

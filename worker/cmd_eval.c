@@ -1,0 +1,162 @@
+/* perq eval --model DIR --text FILE [--ctx 256] [--chunks N] [--protocol llama.cpp|paper] [--json]
+ * Perplexity of a model (a checkpoint or a perq artifact) on a text file. The
+ * figure always names its protocol. The OpenBLAS kernel in use goes to
+ * standard error. */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "perq/blas.h"
+#include "perq/perplexity.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: perq eval --model DIR --text FILE [--ctx 256] [--chunks N]\n"
+            "                 [--protocol llama.cpp|paper] [--json]\n"
+            "\n"
+            "Perplexity of the model in DIR on the text in FILE.\n"
+            "  --protocol llama.cpp  (default) the text tokenized once with BOS, chunks of\n"
+            "                        ctx tokens each starting with BOS, the last ctx/2-1\n"
+            "                        predictions of each chunk scored (llama-perplexity)\n"
+            "  --protocol paper      non-overlapping windows of ctx tokens, the second half\n"
+            "                        of each window scored\n"
+            "  --chunks N            the first N chunks only (default: all whole chunks)\n"
+            "  --json                one JSON object: ppl, nll, tokens_scored, chunks,\n"
+            "                        protocol, ctx\n");
+}
+
+typedef struct eval_args {
+    const char *model, *text;
+    perq_eval_options opt;
+    int json;
+} eval_args;
+
+static int parse_int(const char *s, int min, int *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || v < min || v > 1 << 24)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+/* Returns 0, or the exit status to leave with. */
+static int parse_args(int argc, char **argv, eval_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->opt.protocol = PERQ_PPL_LLAMACPP;
+    a->opt.ctx = 256;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+            usage(stdout);
+            return -1;
+        } else if (!strcmp(arg, "--json")) {
+            a->json = 1;
+            continue;
+        } else if (!value) {
+            fprintf(stderr, "perq eval: %s needs a value\n", arg);
+            return 2;
+        } else if (!strcmp(arg, "--model")) {
+            a->model = value;
+        } else if (!strcmp(arg, "--text")) {
+            a->text = value;
+        } else if (!strcmp(arg, "--ctx")) {
+            if (parse_int(value, 4, &a->opt.ctx) != 0) {
+                fprintf(stderr, "perq eval: --ctx wants an integer of at least 4, not '%s'\n", value);
+                return 2;
+            }
+        } else if (!strcmp(arg, "--chunks")) {
+            if (parse_int(value, 1, &a->opt.chunks) != 0) {
+                fprintf(stderr, "perq eval: --chunks wants a positive integer, not '%s'\n", value);
+                return 2;
+            }
+        } else if (!strcmp(arg, "--protocol")) {
+            if (!strcmp(value, "llama.cpp")) {
+                a->opt.protocol = PERQ_PPL_LLAMACPP;
+            } else if (!strcmp(value, "paper")) {
+                a->opt.protocol = PERQ_PPL_PAPER;
+            } else {
+                fprintf(stderr, "perq eval: --protocol is llama.cpp or paper, not '%s'\n", value);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "perq eval: unknown option '%s'\n", arg);
+            usage(stderr);
+            return 2;
+        }
+        i++;
+    }
+    if (!a->model || !a->text) {
+        usage(stderr);
+        return 2;
+    }
+    return 0;
+}
+
+static void progress_on_tty(void *ctx, long long done, long long total)
+{
+    (void)ctx;
+    fprintf(stderr, "\r  %lld/%lld chunks", done, total);
+    if (done == total)
+        fputc('\n', stderr);
+}
+
+static void print_event(void *ctx, perq_log_level level, const char *message, json_t *data)
+{
+    (void)ctx;
+    (void)data;
+    if (level >= PERQ_LOG_WARN)
+        fprintf(stderr, "perq eval: %s\n", message);
+}
+
+/* JSON has no infinity: a perplexity that overflowed is null. */
+static json_t *real_or_null(double v)
+{
+    return isfinite(v) ? json_real(v) : json_null();
+}
+
+static int print_json(const perq_eval_result *r)
+{
+    json_t *obj = json_pack("{so so sI si ss si}", "ppl", real_or_null(r->ppl), "nll", real_or_null(r->nll), "tokens_scored",
+                            (json_int_t)r->tokens_scored, "chunks", r->chunks, "protocol", r->protocol, "ctx",
+                            r->ctx);
+    char *text = obj ? json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
+    json_decref(obj);
+    if (!text) {
+        fprintf(stderr, "perq eval: out of memory\n");
+        return 1;
+    }
+    printf("%s\n", text);
+    free(text);
+    return 0;
+}
+
+int perq_cmd_eval(int argc, char **argv)
+{
+    eval_args a;
+    int status = parse_args(argc, argv, &a);
+    if (status)
+        return status < 0 ? 0 : status;
+    fprintf(stderr, "perq eval: OpenBLAS kernel %s, %d threads\n", perq_blas_core(), perq_blas_threads());
+    perq_reporter rep = {NULL, NULL, isatty(STDERR_FILENO) ? progress_on_tty : NULL, print_event, NULL};
+    perq_eval_result r;
+    perq_err err = {0};
+    if (perq_eval_perplexity(a.model, a.text, &a.opt, &rep, &r, &err) != 0) {
+        fprintf(stderr, "perq eval: %s\n", err.msg);
+        return 1;
+    }
+    if (a.json)
+        return print_json(&r);
+    char line[256];
+    perq_eval_describe(&r, line, sizeof line);
+    printf("%s\n", line);
+    return 0;
+}

@@ -1,0 +1,312 @@
+/* Perplexity (see perq/perplexity.h for the protocols and perq/eval.h). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "perq/fsutil.h"
+#include "perq/perplexity.h"
+#include "perq/tokenizer.h"
+
+enum {
+    BATCH_TOKENS = 2048,         /* tokens per forward batch in resident mode */
+    LOGIT_FLOATS = 1 << 22,      /* logits computed at once: 16 MB */
+};
+
+#define MAX_TEXT_BYTES ((size_t)1 << 30)
+
+typedef struct chunk_plan {
+    int ctx, n_chunks;
+    int first;          /* position of the first scored prediction in a chunk */
+    int n_scored;       /* predictions scored per chunk */
+    bool replace_bos;   /* token 0 of every chunk becomes BOS */
+} chunk_plan;
+
+static int plan_chunks(size_t n_ids, const perq_eval_options *opt, chunk_plan *p, perq_err *err)
+{
+    memset(p, 0, sizeof *p);
+    p->ctx = opt->ctx > 0 ? opt->ctx : 256;
+    if (p->ctx < 4)
+        return perq_fail(err, PERQ_E_INVALID, "ctx %d is too small (at least 4)", p->ctx);
+    if (opt->protocol == PERQ_PPL_LLAMACPP) {
+        p->first = p->ctx / 2;
+        p->n_scored = p->ctx - 1 - p->first;
+        p->replace_bos = true;
+    } else {
+        p->first = p->ctx / 2 - 1;
+        p->n_scored = p->ctx - p->ctx / 2;
+    }
+    size_t whole = n_ids / (size_t)p->ctx;
+    if (opt->chunks > 0 && (size_t)opt->chunks < whole)
+        whole = (size_t)opt->chunks;
+    if (whole == 0)
+        return perq_fail(err, PERQ_E_INVALID, "the text has %zu tokens, fewer than one chunk of %d", n_ids, p->ctx);
+    if (whole > (size_t)(1 << 30) / (size_t)p->ctx)
+        return perq_fail(err, PERQ_E_INVALID, "too many chunks (%zu)", whole);
+    p->n_chunks = (int)whole;
+    return 0;
+}
+
+/* The tokens of chunks c0 .. c0+n-1 as the model sees them. */
+static void chunk_tokens(const int32_t *ids, const chunk_plan *p, int bos, int c0, int n, int32_t *out)
+{
+    memcpy(out, ids + (size_t)c0 * p->ctx, (size_t)n * p->ctx * sizeof *out);
+    if (p->replace_bos)
+        for (int c = 0; c < n; c++)
+            out[(size_t)c * p->ctx] = bos;
+}
+
+/* -log softmax(logits)[target], in double. */
+static double nll_of(const float *logits, int vocab, int target)
+{
+    float max = logits[0];
+    for (int i = 1; i < vocab; i++)
+        max = logits[i] > max ? logits[i] : max;
+    double sum = 0;
+    for (int i = 0; i < vocab; i++)
+        sum += exp((double)logits[i] - max);
+    return log(sum) + max - logits[target];
+}
+
+typedef struct scorer {
+    const perq_model *m;
+    const chunk_plan *plan;
+    const perq_linear_hook *hook;
+    float *rows;         /* [block][hidden] gathered hidden states */
+    float *logits;       /* [block][vocab] */
+    int32_t *targets;    /* [block] */
+    int block;
+    double nll_sum;
+    long long scored;
+} scorer;
+
+static int scorer_init(scorer *s, const perq_model *m, const chunk_plan *p, const perq_linear_hook *hook,
+                       perq_err *err)
+{
+    memset(s, 0, sizeof *s);
+    s->m = m;
+    s->plan = p;
+    s->hook = hook;
+    s->block = LOGIT_FLOATS / m->cfg.vocab_size;
+    if (s->block < 1)
+        s->block = 1;
+    s->rows = malloc((size_t)s->block * m->cfg.hidden_size * sizeof *s->rows);
+    s->logits = malloc((size_t)s->block * m->cfg.vocab_size * sizeof *s->logits);
+    s->targets = malloc((size_t)s->block * sizeof *s->targets);
+    if (!s->rows || !s->logits || !s->targets)
+        return perq_fail(err, PERQ_E_NOMEM, "out of memory for the logits");
+    return 0;
+}
+
+static void scorer_free(scorer *s)
+{
+    free(s->rows);
+    free(s->logits);
+    free(s->targets);
+}
+
+static int score_block(scorer *s, int n, perq_err *err)
+{
+    if (n == 0)
+        return 0;
+    if (perq_forward_head(s->m, s->rows, n, s->logits, s->hook, err) != 0)
+        return -1;
+    int vocab = s->m->cfg.vocab_size;
+    double sum = 0;
+#pragma omp parallel for reduction(+ : sum) schedule(static)
+    for (int r = 0; r < n; r++)
+        sum += nll_of(s->logits + (size_t)r * vocab, vocab, s->targets[r]);
+    s->nll_sum += sum;
+    s->scored += n;
+    return 0;
+}
+
+/* Scores n chunks whose normalised last hidden states are h [n*ctx][hidden]
+ * and whose tokens are tokens [n*ctx]. */
+static int score_chunks(scorer *s, const float *h, const int32_t *tokens, int n, perq_err *err)
+{
+    const chunk_plan *p = s->plan;
+    size_t hidden = (size_t)s->m->cfg.hidden_size;
+    int filled = 0;
+    for (int c = 0; c < n; c++)
+        for (int i = 0; i < p->n_scored; i++) {
+            size_t pos = (size_t)c * p->ctx + p->first + i;
+            memcpy(s->rows + filled * hidden, h + pos * hidden, hidden * sizeof *h);
+            s->targets[filled] = tokens[pos + 1];
+            if (++filled == s->block) {
+                if (score_block(s, filled, err) != 0)
+                    return -1;
+                filled = 0;
+            }
+        }
+    return score_block(s, filled, err);
+}
+
+static int cancelled(const perq_reporter *rep, perq_err *err)
+{
+    if (!perq_report_cancelled(rep))
+        return 0;
+    return perq_fail(err, PERQ_E_CANCELLED, "evaluation cancelled");
+}
+
+/* ---- the two ways through the model -------------------------------------------------- */
+
+static bool all_layers_loaded(const perq_model *m)
+{
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++)
+        if (!perq_model_layer_loaded(m, l))
+            return false;
+    return true;
+}
+
+/* Every layer in fp32, chunks streaming through in batches. */
+static int eval_resident(perq_model *m, const int32_t *ids, int bos, const chunk_plan *p, scorer *s,
+                         const perq_reporter *rep, perq_err *err)
+{
+    if (perq_model_load_all(m, err) != 0)
+        return -1;
+    int batch = BATCH_TOKENS / p->ctx;
+    batch = batch < 1 ? 1 : batch > p->n_chunks ? p->n_chunks : batch;
+    perq_forward *f = NULL;
+    size_t rows = (size_t)batch * p->ctx;
+    float *h = malloc(rows * m->cfg.hidden_size * sizeof *h);
+    int32_t *tokens = malloc(rows * sizeof *tokens);
+    int rc = 0;
+    if (!h || !tokens)
+        rc = perq_fail(err, PERQ_E_NOMEM, "out of memory for a batch of %d chunks", batch);
+    if (rc == 0)
+        rc = perq_forward_new(&m->cfg, batch, p->ctx, &f, err);
+    for (int c0 = 0; rc == 0 && c0 < p->n_chunks; c0 += batch) {
+        int n = p->n_chunks - c0 < batch ? p->n_chunks - c0 : batch;
+        chunk_tokens(ids, p, bos, c0, n, tokens);
+        rc = cancelled(rep, err);
+        if (rc == 0)
+            rc = perq_forward_hidden(f, m, tokens, n, h, s->hook, err);
+        if (rc == 0)
+            rc = score_chunks(s, h, tokens, n, err);
+        perq_report_progress(rep, c0 + n, p->n_chunks);
+    }
+    perq_forward_free(f);
+    free(h);
+    free(tokens);
+    return rc;
+}
+
+/* One layer at a time over the hidden states of every chunk. */
+static int eval_layerwise(perq_model *m, const int32_t *ids, int bos, const chunk_plan *p, scorer *s,
+                          const perq_reporter *rep, perq_err *err)
+{
+    size_t rows = (size_t)p->n_chunks * p->ctx;
+    int32_t *tokens = malloc(rows * sizeof *tokens);
+    if (!tokens)
+        return perq_fail(err, PERQ_E_NOMEM, "out of memory for %zu tokens", rows);
+    chunk_tokens(ids, p, bos, 0, p->n_chunks, tokens);
+    perq_layerwise *lw = NULL;
+    int layers = m->cfg.num_hidden_layers;
+    int rc = perq_layerwise_begin(m, tokens, p->n_chunks, p->ctx, 0, &lw, err);
+    for (int l = 0; rc == 0 && l < layers; l++) {
+        bool was_loaded = perq_model_layer_loaded(m, l);
+        rc = cancelled(rep, err);
+        if (rc == 0)
+            rc = perq_model_load_layer(m, l, err);
+        if (rc == 0)
+            rc = perq_layerwise_run(lw, l, s->hook, true, 0, err);
+        if (!was_loaded)
+            perq_model_free_layer(m, l);
+        perq_report_progress(rep, (long long)p->n_chunks * (l + 1) / (layers + 1), p->n_chunks);
+    }
+    if (rc == 0) {
+        float *h = perq_layerwise_hidden(lw);
+        perq_forward_final_norm(m, h, (long long)rows);
+        rc = perq_model_load_head(m, err);
+        if (rc == 0)
+            rc = score_chunks(s, h, tokens, p->n_chunks, err);
+        perq_report_progress(rep, p->n_chunks, p->n_chunks);
+    }
+    perq_layerwise_free(lw);
+    free(tokens);
+    return rc;
+}
+
+int perq_perplexity_ids(perq_model *m, const int32_t *ids, size_t n_ids, int bos_id, const perq_eval_options *opt,
+                        const perq_linear_hook *hook, const perq_reporter *rep, perq_eval_result *out,
+                        perq_err *err)
+{
+    memset(out, 0, sizeof *out);
+    chunk_plan p;
+    if (plan_chunks(n_ids, opt, &p, err) != 0)
+        return -1;
+    if (p.replace_bos && (bos_id < 0 || bos_id >= m->cfg.vocab_size))
+        return perq_fail(err, PERQ_E_INVALID, "the llama.cpp protocol needs a BOS token (the model has none)");
+    scorer s;
+    int rc = scorer_init(&s, m, &p, hook, err);
+    if (rc == 0) {
+        size_t resident = perq_model_layer_bytes(&m->cfg) * (size_t)m->cfg.num_hidden_layers;
+        if (all_layers_loaded(m) || resident <= PERQ_EVAL_RESIDENT_BYTES)
+            rc = eval_resident(m, ids, bos_id, &p, &s, rep, err);
+        else
+            rc = eval_layerwise(m, ids, bos_id, &p, &s, rep, err);
+    }
+    if (rc == 0) {
+        out->nll = s.nll_sum / (double)s.scored;
+        out->ppl = exp(out->nll);
+        out->tokens_scored = s.scored;
+        out->chunks = p.n_chunks;
+        out->protocol = opt->protocol == PERQ_PPL_LLAMACPP ? "llama.cpp" : "paper";
+        out->ctx = p.ctx;
+    }
+    scorer_free(&s);
+    return rc;
+}
+
+void perq_eval_describe(const perq_eval_result *r, char *buf, size_t size)
+{
+    snprintf(buf, size, "ppl %.4f (%s protocol, ctx %d, %d chunks, %lld tokens scored)", r->ppl, r->protocol, r->ctx,
+             r->chunks, r->tokens_scored);
+}
+
+/* ---- from a folder and a text file -------------------------------------------------- */
+
+/* The text as llama-perplexity reads it, tokenized once with BOS. */
+static int tokenize_text(const char *model_dir, const char *text_path, perq_tokenizer **tok, int32_t **ids,
+                         size_t *n_ids, perq_err *err)
+{
+    char *text;
+    size_t len;
+    if (perq_read_file(text_path, MAX_TEXT_BYTES, &text, &len, err) != 0)
+        return -1;
+    if (len > 0 && text[len - 1] == '\n')
+        len--;
+    int rc = perq_tokenizer_load(model_dir, tok, err);
+    if (rc == 0)
+        rc = perq_tokenizer_encode(*tok, text, len, true, ids, n_ids, err);
+    free(text);
+    return rc;
+}
+
+int perq_eval_perplexity(const char *model_dir, const char *text_path, const perq_eval_options *opt,
+                         const perq_reporter *rep, perq_eval_result *out, perq_err *err)
+{
+    perq_model *m = NULL;
+    perq_tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    int rc = perq_model_open(model_dir, &m, err);
+    if (rc == 0)
+        rc = tokenize_text(model_dir, text_path, &tok, &ids, &n_ids, err);
+    if (rc == 0) {
+        int bos = perq_tokenizer_bos_id(tok);
+        if (bos < 0)
+            bos = m->cfg.bos_token_id;
+        if (m->quant.act_bits > 0)
+            perq_report_event(rep, PERQ_LOG_WARN, NULL,
+                              "%s declares %d-bit input activations; this evaluation dequantizes the weights and "
+                              "keeps activations in fp32", model_dir, m->quant.act_bits);
+        rc = perq_perplexity_ids(m, ids, n_ids, bos, opt, NULL, rep, out, err);
+    }
+    free(ids);
+    if (tok)
+        perq_tokenizer_free(tok);
+    perq_model_close(m);
+    return rc;
+}

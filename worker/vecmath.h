@@ -1,0 +1,14 @@
+/* Elementwise kernels of the forward pass, vectorised for the CPU at hand. */
+#ifndef PERQ_VECMATH_H
+#define PERQ_VECMATH_H
+
+#include <stddef.h>
+
+/* x[i] = exp(x[i]) to a few ulp; arguments are clamped to [-87, 88]. */
+void perq_vexp(float *x, size_t n);
+/* gate[i] = silu(gate[i]) * up[i] */
+void perq_vswiglu(float *gate, const float *up, size_t n);
+/* Softmax of s[0..n) in place. */
+void perq_vsoftmax(float *s, size_t n);
+
+#endif
