@@ -327,7 +327,7 @@ manifest_entries() {
 # The synthetic checkpoint for jobs that must still be running when a test
 # acts on them (kill, cancel, restart). Cached under build/test-cache: synth
 # is deterministic per seed.
-SLOW_SYNTH=${SLOW_SYNTH:-"--preset tinyllama-1.1b --layers 1 --dtype bf16 --seed 7"}
+SLOW_SYNTH=${SLOW_SYNTH:-"--preset tiny --layers 24 --seed 7"}
 
 slow_model_dir() {
   local key dir
