@@ -228,9 +228,15 @@ static int eval_layerwise(perq_model *m, const int32_t *ids, int bos, const chun
     return rc;
 }
 
+static bool resident_fits(const perq_model *m)
+{
+    size_t layers = perq_model_layer_bytes(&m->cfg) * (size_t)m->cfg.num_hidden_layers;
+    return all_layers_loaded(m) || layers <= PERQ_EVAL_RESIDENT_BYTES;
+}
+
 int perq_perplexity_ids(perq_model *m, const int32_t *ids, size_t n_ids, int bos_id, const perq_eval_options *opt,
-                        const perq_linear_hook *hook, const perq_reporter *rep, perq_eval_result *out,
-                        perq_err *err)
+                        perq_eval_mode mode, const perq_linear_hook *hook, const perq_reporter *rep,
+                        perq_eval_result *out, perq_err *err)
 {
     memset(out, 0, sizeof *out);
     chunk_plan p;
@@ -241,8 +247,7 @@ int perq_perplexity_ids(perq_model *m, const int32_t *ids, size_t n_ids, int bos
     scorer s;
     int rc = scorer_init(&s, m, &p, hook, err);
     if (rc == 0) {
-        size_t resident = perq_model_layer_bytes(&m->cfg) * (size_t)m->cfg.num_hidden_layers;
-        if (all_layers_loaded(m) || resident <= PERQ_EVAL_RESIDENT_BYTES)
+        if (mode == PERQ_EVAL_RESIDENT || (mode == PERQ_EVAL_AUTO && resident_fits(m)))
             rc = eval_resident(m, ids, bos_id, &p, &s, rep, err);
         else
             rc = eval_layerwise(m, ids, bos_id, &p, &s, rep, err);
@@ -302,7 +307,7 @@ int perq_eval_perplexity(const char *model_dir, const char *text_path, const per
             perq_report_event(rep, PERQ_LOG_WARN, NULL,
                               "%s declares %d-bit input activations; this evaluation dequantizes the weights and "
                               "keeps activations in fp32", model_dir, m->quant.act_bits);
-        rc = perq_perplexity_ids(m, ids, n_ids, bos, opt, NULL, rep, out, err);
+        rc = perq_perplexity_ids(m, ids, n_ids, bos, opt, PERQ_EVAL_AUTO, NULL, rep, out, err);
     }
     free(ids);
     if (tok)

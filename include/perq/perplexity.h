@@ -14,11 +14,14 @@
  *              window).
  * opt->chunks > 0 takes the first that many chunks only.
  *
- * Chunks run several at a time (each linear layer one sgemm over all of them).
- * When the model's decoder layers fit in PERQ_EVAL_RESIDENT_BYTES in fp32 (or
- * are all loaded already), they are loaded once and the chunks stream through
- * them; otherwise the evaluation runs layer by layer over all chunks at once
- * (one layer in fp32 plus the hidden states of every chunk). */
+ * Chunks run several at a time (each linear layer one sgemm over all of them),
+ * in one of two ways:
+ *   resident    every layer loaded once, the chunks streaming through them;
+ *   layerwise   one layer at a time over the hidden states of every chunk
+ *               (one layer in fp32 plus those hidden states).
+ * PERQ_EVAL_AUTO picks resident when the layers are all loaded already or fit
+ * in PERQ_EVAL_RESIDENT_BYTES in fp32, layerwise otherwise. Layers the
+ * evaluation loads itself in layerwise mode are freed again. */
 #ifndef PERQ_PERPLEXITY_H
 #define PERQ_PERPLEXITY_H
 
@@ -30,11 +33,13 @@
 
 #define PERQ_EVAL_RESIDENT_BYTES ((size_t)2 << 30)
 
+typedef enum { PERQ_EVAL_AUTO, PERQ_EVAL_RESIDENT, PERQ_EVAL_LAYERWISE } perq_eval_mode;
+
 /* hook may be NULL. rep may be NULL; it gets progress in chunks and is polled
  * for cancellation between batches. */
 int perq_perplexity_ids(perq_model *m, const int32_t *ids, size_t n_ids, int bos_id, const perq_eval_options *opt,
-                        const perq_linear_hook *hook, const perq_reporter *rep, perq_eval_result *out,
-                        perq_err *err);
+                        perq_eval_mode mode, const perq_linear_hook *hook, const perq_reporter *rep,
+                        perq_eval_result *out, perq_err *err);
 
 /* "ppl 4.8752 (llama.cpp protocol, ctx 256, 1535 chunks, 194945 tokens scored)" */
 void perq_eval_describe(const perq_eval_result *r, char *buf, size_t size);

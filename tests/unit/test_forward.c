@@ -18,7 +18,9 @@
 #include "perq/fsutil.h"
 #include "perq/int4.h"
 #include "perq/model.h"
+#include "perq/perplexity.h"
 #include "perq/safetensors.h"
+#include "vecmath.h"
 
 /* ---- helpers -------------------------------------------------------------------- */
 
@@ -886,6 +888,140 @@ static void test_layerwise_cancel(void **state)
     perq_model_close(m);
 }
 
+/* ---- elementwise kernels ---------------------------------------------------------------- */
+
+static void test_vexp_accuracy(void **state)
+{
+    (void)state;
+    enum { N = 20001 };
+    float *x = malloc(N * sizeof *x);
+    for (int i = 0; i < N; i++)
+        x[i] = -87.0f + 175.0f * i / (N - 1);
+    float *y = malloc(N * sizeof *y);
+    memcpy(y, x, N * sizeof *y);
+    perq_vexp(y, N);
+    double worst = 0;
+    for (int i = 0; i < N; i++) {
+        double want = exp((double)x[i]);
+        double rel = fabs(y[i] - want) / want;
+        worst = rel > worst ? rel : worst;
+    }
+    if (worst > 4e-7)
+        fail_msg("exp: relative error %g", worst);
+    float edge[3] = {-1e4f, 0.0f, 1e4f};
+    perq_vexp(edge, 3);
+    assert_true(edge[0] >= 0 && edge[0] < 1e-37f);
+    assert_float_equal(edge[1], 1.0f, 0);
+    assert_true(isfinite(edge[2]));
+    free(x), free(y);
+}
+
+static void test_vsoftmax_and_swiglu(void **state)
+{
+    (void)state;
+    /* softmax(ln 1, ln 2, ln 3, ln 4) = (1, 2, 3, 4) / 10, also shifted by a constant */
+    float s[4] = {0.0f, 0.693147181f, 1.098612289f, 1.386294361f};
+    float t[4];
+    for (int i = 0; i < 4; i++)
+        t[i] = s[i] - 300.0f;
+    perq_vsoftmax(s, 4);
+    perq_vsoftmax(t, 4);
+    for (int i = 0; i < 4; i++) {
+        assert_float_equal(s[i], (i + 1) / 10.0f, 1e-6);
+        assert_float_equal(t[i], (i + 1) / 10.0f, 1e-4);
+    }
+    /* silu(g) = g / (1 + e^-g): silu(0) = 0, silu(2) = 1.761594156, silu(-2) = -0.238405844 */
+    float g[3] = {0.0f, 2.0f, -2.0f}, u[3] = {5.0f, 0.5f, 2.0f};
+    perq_vswiglu(g, u, 3);
+    assert_float_equal(g[0], 0.0f, 0);
+    assert_float_equal(g[1], 0.880797078f, 1e-6);
+    assert_float_equal(g[2], -0.476811688f, 1e-6);
+}
+
+/* ---- perplexity protocols ------------------------------------------------------------------- */
+
+/* -log p(target) from logits, in double. */
+static double nll_at(const float *logits, int vocab, int target)
+{
+    double max = logits[0], sum = 0;
+    for (int i = 1; i < vocab; i++)
+        max = logits[i] > max ? logits[i] : max;
+    for (int i = 0; i < vocab; i++)
+        sum += exp(logits[i] - max);
+    return log(sum) + max - logits[target];
+}
+
+/* The protocol by hand: every chunk on its own, its scored positions summed. */
+static double naive_nll(const perq_model *m, const int32_t *ids, int ctx, int chunks, bool llamacpp, long long *n)
+{
+    int vocab = m->cfg.vocab_size;
+    int32_t *chunk = malloc((size_t)ctx * sizeof *chunk);
+    double total = 0;
+    *n = 0;
+    for (int c = 0; c < chunks; c++) {
+        memcpy(chunk, ids + (size_t)c * ctx, (size_t)ctx * sizeof *chunk);
+        if (llamacpp)
+            chunk[0] = 1;
+        float *logits = logits_of(m, chunk, 1, ctx, NULL);
+        /* llama.cpp: predictions at ctx/2 .. ctx-2; paper: targets ctx/2 .. ctx-1 */
+        int from = llamacpp ? ctx / 2 : ctx / 2 - 1;
+        for (int pos = from; pos <= ctx - 2; pos++, (*n)++)
+            total += nll_at(logits + (size_t)pos * vocab, vocab, chunk[pos + 1]);
+        free(logits);
+    }
+    free(chunk);
+    return total / *n;
+}
+
+static void test_perplexity_protocols_by_hand(void **state)
+{
+    (void)state;
+    perq_llama_config cfg = small_config(2);
+    perq_model *m = random_model(&cfg);
+    enum { CTX = 20, N = 3 * CTX + 7 };
+    int32_t ids[N];
+    random_ids(ids, N, cfg.vocab_size);
+    ids[0] = 1;
+    perq_eval_result r;
+    perq_err err;
+    long long n;
+
+    perq_eval_options opt = {PERQ_PPL_LLAMACPP, CTX, 0};
+    assert_int_equal(perq_perplexity_ids(m, ids, N, 1, &opt, PERQ_EVAL_AUTO, NULL, NULL, &r, &err), 0);
+    double want = naive_nll(m, ids, CTX, 3, true, &n);
+    assert_int_equal(r.chunks, 3);
+    assert_int_equal(r.tokens_scored, 3 * (CTX - 1 - CTX / 2));
+    assert_int_equal(r.tokens_scored, n);
+    assert_float_equal(r.nll, want, 1e-5);
+    assert_float_equal(r.ppl, exp(want), 1e-4 * exp(want));
+    assert_string_equal(r.protocol, "llama.cpp");
+    assert_int_equal(r.ctx, CTX);
+    char line[256];
+    perq_eval_describe(&r, line, sizeof line);
+    assert_non_null(strstr(line, "(llama.cpp protocol, ctx 20, 3 chunks, 27 tokens scored)"));
+
+    opt.protocol = PERQ_PPL_PAPER;
+    opt.chunks = 2;
+    assert_int_equal(perq_perplexity_ids(m, ids, N, 1, &opt, PERQ_EVAL_AUTO, NULL, NULL, &r, &err), 0);
+    want = naive_nll(m, ids, CTX, 2, false, &n);
+    assert_int_equal(r.chunks, 2);
+    assert_int_equal(r.tokens_scored, 2 * CTX / 2);
+    assert_int_equal(r.tokens_scored, n);
+    assert_float_equal(r.nll, want, 1e-5);
+    assert_string_equal(r.protocol, "paper");
+
+    /* Layer by layer over all chunks: the same figure. */
+    double resident_nll = r.nll;
+    assert_int_equal(perq_perplexity_ids(m, ids, N, 1, &opt, PERQ_EVAL_LAYERWISE, NULL, NULL, &r, &err), 0);
+    assert_float_equal(r.nll, resident_nll, 1e-6);
+    assert_int_equal(r.tokens_scored, n);
+
+    opt.ctx = 80; /* longer than the text */
+    assert_int_equal(perq_perplexity_ids(m, ids, N, 1, &opt, PERQ_EVAL_AUTO, NULL, NULL, &r, &err), -1);
+    assert_int_equal(err.code, PERQ_E_INVALID);
+    perq_model_close(m);
+}
+
 /* ---- the references of shared/models/stories260K/REFERENCE.md --------------------------- */
 
 /* BOS and the first 64 ids of ref_tokens.json. */
@@ -964,6 +1100,9 @@ int main(void)
         cmocka_unit_test(test_missing_tensor_is_named),
         cmocka_unit_test(test_layer_by_layer_equals_whole_model),
         cmocka_unit_test(test_layerwise_cancel),
+        cmocka_unit_test(test_vexp_accuracy),
+        cmocka_unit_test(test_vsoftmax_and_swiglu),
+        cmocka_unit_test(test_perplexity_protocols_by_hand),
         cmocka_unit_test(test_reference_logits_f32),
         cmocka_unit_test(test_reference_logits_bf16),
     };
