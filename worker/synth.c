@@ -217,7 +217,8 @@ static json_t *residual_json(const synth_plan *plan)
         "embedding columns of these channels offset by sign * scale * 0.02 * 0.798 (scale "
         "times the mean |entry| of the other columns); rows of these channels in every o_proj "
         "and down_proj scaled by scale: the residual stream's mean |x| on these channels is "
-        "about scale times the others' at every layer",
+        "about scale times the others' at every layer; model.norm.weight divided by scale on "
+        "these channels",
         "channels", channels, "scales", float_array(plan->resid_scale, plan->n_resid), "signs",
         float_array(plan->resid_sign, plan->n_resid));
 }
@@ -252,8 +253,10 @@ static int write_synth_json(const synth_plan *plan, perq_dtype dtype, const char
         "dtype", perq_dtype_name(dtype), "num_hidden_layers", plan->layers, "weights",
         "distribution",
         "linear and embedding entries N(0, 0.02) (sum of four uniforms), times 0.75-1.25 per "
-        "matrix and exp(0.2 z) per output row; norm weights exp(0.1 z); model.norm.weight "
-        "times final_norm_scale",
+        "matrix and exp(0.2 z) per output row, one entry in 512 (when heavy_tails.planted) "
+        "times 2.5-6; norm weights exp(0.1 z); model.norm.weight times final_norm_scale "
+        "(logits of standard deviation about 2), divided by the scale on residual outlier "
+        "channels",
         "std", 0.02, "final_norm_scale", (double)plan->final_norm_scale, "heavy_tails",
         "planted", tails, "fraction", tails ? 1.0 / 512 : 0.0, "factor", 2.5, 6.0,
         "residual_outliers", residual_json(plan), "down_proj_outliers", down_proj_json(plan));

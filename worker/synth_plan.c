@@ -4,11 +4,13 @@
  * quantization method does, and both are planted here, chosen from the seed:
  *
  * 1. Massive residual-stream channels: a few channels of the hidden state are
- *    20-60 times larger than the others at every layer. Planted by giving the
+ *    20-40 times larger than the others at the first layer (more further on). Planted by giving the
  *    embedding columns of those channels a constant offset of that size and by
  *    scaling the same rows of every o_proj and down_proj (the layers that
  *    write into the residual stream). After each RMSNorm the input of
- *    q/k/v/gate/up still has these channels 20-60 times larger than the rest.
+ *    q/k/v/gate/up still has these channels 20-100 times larger than the rest.
+ *    As in trained models, the final norm damps them (weight divided by the
+ *    channel's scale) so that they do not decide every prediction.
  *
  * 2. Heavy channels at the down_proj input: per layer, a run of adjacent
  *    intermediate channels (in one 16-aligned block of 16) whose activations
@@ -92,7 +94,7 @@ static void plant_residual(synth_plan *plan)
             c = (int)(synth_uniform(&rng) * hidden);
         while (already_chosen(plan->resid_channel, i, c));
         plan->resid_channel[i] = c;
-        plan->resid_scale[i] = (float)(20.0 + 40.0 * synth_uniform(&rng));
+        plan->resid_scale[i] = (float)(20.0 + 20.0 * synth_uniform(&rng));
         plan->resid_sign[i] = synth_uniform(&rng) < 0.5 ? -1.0f : 1.0f;
     }
 }
@@ -113,6 +115,21 @@ static void plant_down_proj(synth_plan *plan)
     }
 }
 
+/* Logits with the spread of a trained model's (standard deviation about 2).
+ * After the final RMSNorm the massive channels hold most of the energy and the
+ * other hidden - n channels share the fraction `bulk` of it; the final norm
+ * damps the massive ones (synth_weights.c) and scales the rest so that
+ * lm_head rows of norm 0.02 * sqrt(hidden) give logits of that spread. */
+static float final_norm_scale(const synth_plan *plan)
+{
+    double hidden = plan->preset->hidden_size, others = hidden - plan->n_resid;
+    double massive = 0;
+    for (int i = 0; i < plan->n_resid; i++)
+        massive += (double)plan->resid_scale[i] * plan->resid_scale[i];
+    double bulk = others / (others + massive);
+    return (float)(2.0 / (0.02 * sqrt(hidden * bulk)));
+}
+
 int synth_plan_init(synth_plan *plan, const synth_preset *p, int layers, uint64_t seed,
                     unsigned plant, perq_err *err)
 {
@@ -123,11 +140,6 @@ int synth_plan_init(synth_plan *plan, const synth_preset *p, int layers, uint64_
     plan->layers = layers;
     plan->seed = seed;
     plan->plant = plant;
-    /* Logits of a spread like a trained model's (standard deviation about 2):
-     * the final norm makes up for lm_head rows of norm 0.02 * sqrt(hidden). */
-    double g = 2.0 / (0.02 * sqrt((double)p->hidden_size));
-    plan->final_norm_scale = (float)(g < 1.0 ? 1.0 : g > 8.0 ? 8.0 : g);
-
     size_t n_max = 3 + 9 * (size_t)layers;
     plan->tensors = calloc(n_max, sizeof *plan->tensors);
     plan->heavy_start = calloc((size_t)layers, sizeof *plan->heavy_start);
@@ -141,6 +153,7 @@ int synth_plan_init(synth_plan *plan, const synth_preset *p, int layers, uint64_
         plant_residual(plan);
     if (plant & PERQ_SYNTH_PLANT_DOWN_PROJ)
         plant_down_proj(plan);
+    plan->final_norm_scale = final_norm_scale(plan);
     return 0;
 }
 

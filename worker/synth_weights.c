@@ -153,7 +153,11 @@ void synth_tensor_row(const synth_plan *plan, const synth_tensor *t, int64_t row
         norm_row(row_stream(key, row), 1.0f, out, t->cols);
         break;
     case SYNTH_FINAL_NORM:
+        /* Trained models damp their massive channels before the head: without
+         * this, a few tokens would win every prediction. */
         norm_row(row_stream(key, row), plan->final_norm_scale, out, t->cols);
+        for (int i = 0; i < plan->n_resid; i++)
+            out[plan->resid_channel[i]] /= plan->resid_scale[i];
         break;
     case SYNTH_EMBED:
         embedding_row(plan, key, row, out, t->cols);

@@ -17,6 +17,7 @@
 
 #include "perq/fsutil.h"
 #include "perq/llama_config.h"
+#include "perq/model_check.h"
 #include "perq/safetensors.h"
 #include "perq/tokenizer.h"
 #include "synth.h"
@@ -217,6 +218,14 @@ static void test_tiny_matches_expected_tensors(void **state)
     perq_ckpt_close(&c);
     free(expected);
     free(config);
+
+    /* and the validation a model upload goes through accepts the folder */
+    perq_problems problems = {0};
+    size_t n_problems = perq_model_check(dir, &problems);
+    for (size_t i = 0; i < problems.n; i++)
+        print_error("problem: %s\n", problems.items[i]);
+    assert_int_equal(n_problems, 0);
+    perq_problems_free(&problems);
     free(dir);
 }
 
@@ -422,6 +431,13 @@ static void test_planted_channels_are_heavy(void **state)
     float typical = median(mass, hidden);
     for (size_t k = 0; k < json_array_size(resid); k++)
         assert_true(mass[json_int_at(resid, k)] > 15.0f * typical);
+
+    /* the final norm damps them before the head */
+    float *final = tensor_f32(&c, "model.norm.weight", &n);
+    float final_typical = median(final, n);
+    for (size_t k = 0; k < json_array_size(resid); k++)
+        assert_true(final[json_int_at(resid, k)] < 0.1f * final_typical);
+    free(final);
 
     for (int layer = 0; layer < 2; layer++) {
         json_t *entry = json_array_get(layers, (size_t)layer);
