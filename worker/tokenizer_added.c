@@ -152,6 +152,10 @@ int tok_added_parse(const json_t *arr, const tok_bpe *model, tok_added *a, perq_
         if (parse_token(json_array_get(arr, i), i, tok, err))
             return -1;
         a->n++;
+        if (a->n == 1 || tok->id < a->min_id)
+            a->min_id = tok->id;
+        if (a->n == 1 || tok->id > a->max_id)
+            a->max_id = tok->id;
         if (check_id(tok, &model->vocab, err))
             return perq_err_context(err, "added_tokens[%zu]", i);
         for (size_t k = 0; k + 1 < a->n; k++)
@@ -206,6 +210,8 @@ void tok_added_free(tok_added *a)
 
 const tok_added_token *tok_added_by_id(const tok_added *a, int32_t id)
 {
+    if (!a->n || id < a->min_id || id > a->max_id)
+        return NULL;
     for (size_t i = 0; i < a->n; i++)
         if (a->tokens[i].id == id && a->tokens[i].len)
             return &a->tokens[i];

@@ -159,6 +159,7 @@ typedef struct tok_trie tok_trie;
 typedef struct tok_added {
     tok_added_token *tokens;
     size_t n;
+    int32_t min_id, max_id; /* range of the ids, for a quick no */
     tok_trie *raw;        /* tokens with normalized: false, matched in the input */
     tok_trie *normalized; /* the others, matched in normalized text */
 } tok_added;
