@@ -127,17 +127,30 @@ static int write_index(const synth_plan *plan, const int *shard, int n_shards, p
     return rc;
 }
 
+/* True for a name exactly like model-00002-of-00004.safetensors; *of is its N. */
+static bool is_shard_name(const char *name, int *of)
+{
+    int i, n, end = 0;
+    if (sscanf(name, "model-%5d-of-%5d.safetensors%n", &i, &n, &end) != 2 || end == 0 ||
+        name[end] != '\0')
+        return false;
+    char canonical[64];
+    shard_name(canonical, sizeof canonical, i - 1, n);
+    *of = n;
+    return strcmp(canonical, name) == 0;
+}
+
 /* Weight files of an earlier run in the same folder that this run did not
  * write: left behind, they would make the folder ambiguous. */
 static bool is_stale_weight_file(const char *name, int n_shards)
 {
-    int i, n;
-    char tail[2];
-    if (sscanf(name, "model-%5d-of-%5d.safetensor%1s", &i, &n, tail) == 3 && tail[0] == 's' &&
-        strlen(name) == strlen("model-00001-of-00001.safetensors"))
-        return n != n_shards || n_shards == 1;
-    if (strcmp(name, SINGLE_NAME) == 0 || strcmp(name, INDEX_NAME) == 0)
-        return n_shards > 1 ? strcmp(name, SINGLE_NAME) == 0 : strcmp(name, INDEX_NAME) == 0;
+    int of;
+    if (is_shard_name(name, &of))
+        return n_shards == 1 || of != n_shards;
+    if (strcmp(name, SINGLE_NAME) == 0)
+        return n_shards > 1;
+    if (strcmp(name, INDEX_NAME) == 0)
+        return n_shards == 1;
     return false;
 }
 
