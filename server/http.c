@@ -173,7 +173,8 @@ void http_reply_fd(http_req *r, unsigned status, int fd, uint64_t offset, uint64
         return;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-    atomic_fetch_add(&r->h->opt.metrics->download_bytes, length);
+    if (status == 200 || status == 206)
+        atomic_fetch_add(&r->h->opt.metrics->download_bytes, length);
     set_reply(r, status, resp);
 }
 

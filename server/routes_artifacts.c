@@ -164,9 +164,8 @@ void artifacts_get(http_req *r)
     }
     char etag[70], path[PATH_MAX];
     snprintf(etag, sizeof etag, "\"%s\"", json_string_value(json_object_get(entry, "sha256")));
-    const char *type = strcmp(json_string_value(json_object_get(entry, "format")), "json") == 0
-                           ? "application/json"
-                           : "application/octet-stream";
+    const char *dot = strrchr(name, '.');
+    const char *type = dot && strcmp(dot, ".json") == 0 ? "application/json" : "application/octet-stream";
     json_decref(list);
 
     int fd = snprintf(path, sizeof path, "%s/%s", dir, name) < (int)sizeof path ? open(path, O_RDONLY | O_CLOEXEC)
@@ -183,8 +182,9 @@ void artifacts_get(http_req *r)
     uint64_t size = (uint64_t)st.st_size, first = 0, length = size;
 
     if (http_etag_matches(http_header(r, "If-None-Match"), etag)) {
-        close(fd);
-        http_reply_empty(r, 304);
+        /* No body goes out with a 304; the file only gives its length to
+         * Content-Length, which must be that of the 200. */
+        http_reply_fd(r, 304, fd, 0, size, type);
         http_reply_header(r, "ETag", etag);
         return;
     }
