@@ -1,8 +1,9 @@
 /* BOS and EOS. The BOS id is the token the model puts before a text when asked
  * to add special tokens: tokenizer_config.json's add_bos_token and bos_token
- * when present (transformers' Llama tokenizers rebuild their post-processor
- * from them), else the TemplateProcessing post-processor of tokenizer.json.
- * -1 when the model adds none (Qwen, say). */
+ * when present, else the TemplateProcessing post-processor of tokenizer.json;
+ * -1 when the model adds none (Qwen, say). transformers' Llama and Gemma
+ * tokenizer classes rebuild their post-processor from add_bos_token, which is
+ * true when not given. */
 #include <string.h>
 
 #include "tokenizer_internal.h"
@@ -112,6 +113,18 @@ static int32_t config_id(const json_t *config, const char *key)
     return (int32_t)json_integer_value(v);
 }
 
+/* The classes whose add_bos_token defaults to true. */
+static bool adds_bos_by_default(const json_t *tc)
+{
+    static const char *const classes[] = {"LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer",
+                                          "CodeLlamaTokenizerFast", "GemmaTokenizer", "GemmaTokenizerFast"};
+    json_t *cls = json_object_get(tc, "tokenizer_class");
+    for (size_t i = 0; json_is_string(cls) && i < sizeof classes / sizeof classes[0]; i++)
+        if (!strcmp(json_string_value(cls), classes[i]))
+            return true;
+    return false;
+}
+
 int tok_special_from_configs(perq_tokenizer *t, const json_t *tc, const json_t *config, perq_err *err)
 {
     json_t *add_bos = json_object_get(tc, "add_bos_token");
@@ -120,7 +133,7 @@ int tok_special_from_configs(perq_tokenizer *t, const json_t *tc, const json_t *
         return perq_fail(err, PERQ_E_UNSUPPORTED, "tokenizer_config.json: add_eos_token true is not supported");
     if (json_is_false(add_bos))
         t->bos_id = -1;
-    if (json_is_true(add_bos)) {
+    if (json_is_true(add_bos) || (!json_is_boolean(add_bos) && adds_bos_by_default(tc))) {
         int32_t id = config_token(t, tc, "bos_token");
         t->bos_id = id >= 0 ? id : config_id(config, "bos_token_id");
         if (t->bos_id < 0)

@@ -680,6 +680,21 @@ static void test_bos_eos_from_configs(void **state)
     ENCODES_WITH_BOS(t, "hello", 2, SP_HELLO);
     perq_tokenizer_free(t);
 
+    /* no template: a Llama tokenizer class adds a BOS unless told not to, others do not */
+    json_t *root = sp_tokenizer();
+    set(root, "post_processor", "null");
+    json = dump(root);
+    write_file(dir, "tokenizer.json", json);
+    free(json);
+    write_file(dir, "tokenizer_config.json", "{\"tokenizer_class\": \"LlamaTokenizer\", \"bos_token\": \"<s>\"}");
+    assert_int_equal(perq_tokenizer_load(dir, &t, &err), 0);
+    assert_int_equal(perq_tokenizer_bos_id(t), 1);
+    perq_tokenizer_free(t);
+    write_file(dir, "tokenizer_config.json", "{\"tokenizer_class\": \"PreTrainedTokenizerFast\", \"bos_token\": \"<s>\"}");
+    assert_int_equal(perq_tokenizer_load(dir, &t, &err), 0);
+    assert_int_equal(perq_tokenizer_bos_id(t), -1);
+    perq_tokenizer_free(t);
+
     write_file(dir, "tokenizer_config.json", "{\"add_bos_token\": true, \"add_eos_token\": true}");
     assert_int_equal(perq_tokenizer_load(dir, &t, &err), -1);
     assert_int_equal(err.code, PERQ_E_UNSUPPORTED);
