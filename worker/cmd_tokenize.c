@@ -1,6 +1,8 @@
-/* perq tokenize --model DIR [--text FILE] [--json | --lines] [--stats]
+/* perq tokenize --model DIR [--text FILE] [--json | --lines | --decode] [--stats]
  * Prints the token ids of a text (without BOS) as the model's tokenizer.json
- * gives them. */
+ * gives them, or with --decode the text of ids. */
+#include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,17 +19,18 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: perq tokenize --model DIR [--text FILE] [--json | --lines] [--stats]\n"
+            "usage: perq tokenize --model DIR [--text FILE] [--json | --lines | --decode] [--stats]\n"
             "\n"
             "Prints the token ids of the text of FILE (standard input without --text),\n"
             "without BOS, separated by spaces; --json prints them as one JSON array.\n"
             "--lines reads one JSON string per line and prints one JSON array of ids per\n"
-            "line. --stats reports sizes and times on standard error.\n");
+            "line. --decode reads ids (separated by spaces or commas, brackets allowed)\n"
+            "and prints their text. --stats reports sizes and times on standard error.\n");
 }
 
 typedef struct options {
     const char *model, *text;
-    bool json, lines, stats;
+    bool json, lines, decode, stats;
 } options;
 
 static int parse_args(int argc, char **argv, options *o)
@@ -45,6 +48,8 @@ static int parse_args(int argc, char **argv, options *o)
             o->json = true;
         } else if (!strcmp(a, "--lines")) {
             o->lines = true;
+        } else if (!strcmp(a, "--decode")) {
+            o->decode = true;
         } else if (!strcmp(a, "--stats")) {
             o->stats = true;
         } else {
@@ -56,8 +61,8 @@ static int parse_args(int argc, char **argv, options *o)
         fprintf(stderr, "perq tokenize: --model is required\n");
         return -1;
     }
-    if (o->json && o->lines) {
-        fprintf(stderr, "perq tokenize: --json and --lines do not go together\n");
+    if (o->json + o->lines + o->decode > 1) {
+        fprintf(stderr, "perq tokenize: --json, --lines and --decode do not go together\n");
         return -1;
     }
     return 0;
@@ -103,6 +108,47 @@ static int encode_lines(const perq_tokenizer *t, char *text, perq_err *err)
     return 0;
 }
 
+/* --decode: ids in, text out. */
+static int decode_ids(const perq_tokenizer *t, const char *text, size_t *n_ids, perq_err *err)
+{
+    int32_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    for (const char *p = text; *p && !rc;) {
+        if (isspace((unsigned char)*p) || *p == ',' || *p == '[' || *p == ']') {
+            p++;
+            continue;
+        }
+        char *end;
+        errno = 0;
+        long id = strtol(p, &end, 10);
+        if (end == p || errno || id < 0 || id > INT32_MAX) {
+            int shown = (int)strcspn(p, " \t\r\n,[]");
+            rc = perq_fail(err, PERQ_E_INVALID, "'%.*s' is not a token id", shown > 20 ? 20 : shown, p);
+            break;
+        }
+        if (n == cap) {
+            int32_t *grown = realloc(ids, (cap = cap ? 2 * cap : 1024) * sizeof *ids);
+            if (!grown) {
+                rc = perq_fail(err, PERQ_E_NOMEM, "out of memory");
+                break;
+            }
+            ids = grown;
+        }
+        ids[n++] = (int32_t)id;
+        p = end;
+    }
+    char *decoded = NULL;
+    if (!rc)
+        rc = perq_tokenizer_decode(t, ids, n, &decoded, err);
+    if (!rc)
+        fputs(decoded, stdout);
+    free(decoded);
+    free(ids);
+    *n_ids = n;
+    return rc;
+}
+
 static int run(const options *o, perq_err *err)
 {
     char *text;
@@ -119,13 +165,15 @@ static int run(const options *o, perq_err *err)
     double t2 = seconds();
     int32_t *ids = NULL;
     size_t n = 0;
-    int rc = o->lines ? encode_lines(t, text, err) : perq_tokenizer_encode(t, text, len, false, &ids, &n, err);
+    int rc = o->lines    ? encode_lines(t, text, err)
+             : o->decode ? decode_ids(t, text, &n, err)
+                         : perq_tokenizer_encode(t, text, len, false, &ids, &n, err);
     double t3 = seconds();
-    if (!rc && !o->lines)
+    if (!rc && !o->lines && !o->decode)
         print_ids(ids, n, o->json);
     if (!rc && o->stats)
-        fprintf(stderr, "perq tokenize: %zu bytes, %zu tokens; load %.3f s, encode %.3f s (%.2f MB/s)\n", len, n,
-                t1 - t0, t3 - t2, t3 > t2 ? (double)len / (t3 - t2) / 1e6 : 0.0);
+        fprintf(stderr, "perq tokenize: %zu bytes, %zu tokens; load %.3f s, %s %.3f s (%.2f MB/s)\n", len, n,
+                t1 - t0, o->decode ? "decode" : "encode", t3 - t2, t3 > t2 ? (double)len / (t3 - t2) / 1e6 : 0.0);
     free(ids);
     free(text);
     perq_tokenizer_free(t);

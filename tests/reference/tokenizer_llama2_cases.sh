@@ -20,3 +20,10 @@ if ! diff -q "$work/expected.jsonl" "$work/got.jsonl" >/dev/null; then
   exit 1
 fi
 echo "llama2 tokenizer: $total of $total cases match"
+
+# Decoding gives the text back: the whole WikiText-2 test file.
+text="$PERQ_SHARED/data/wikitext2_test.txt"
+"$PERQ_BIN/perq" tokenize --model "$tok" --text "$text" >"$work/wiki.ids"
+"$PERQ_BIN/perq" tokenize --model "$tok" --decode --text "$work/wiki.ids" >"$work/wiki.txt"
+cmp "$text" "$work/wiki.txt"
+echo "wikitext2_test.txt: $(wc -w <"$work/wiki.ids") ids decode to the same $(wc -c <"$text") bytes"

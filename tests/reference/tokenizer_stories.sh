@@ -22,14 +22,18 @@ print(f"ids differ: expected {len(e)}, got {len(g)}; first difference at {i}: {e
 PY
   exit 1
 fi
-echo "first 20000 bytes: $(jq length "$work/got.json") ids match"
+"$PERQ_BIN/perq" tokenize --model "$model" --decode --text "$work/got.json" >"$work/head.decoded"
+cmp "$work/head.txt" "$work/head.decoded"
+echo "first 20000 bytes: $(jq length "$work/got.json") ids match, and decode to the text"
 
 if [ "$(tail -c 1 "$text" | od -An -c | tr -d ' ')" = '\n' ]; then
   head -c -1 "$text" >"$work/whole.txt"
 else
   cp "$text" "$work/whole.txt"
 fi
-n=$("$PERQ_BIN/perq" tokenize --model "$model" --text "$work/whole.txt" | wc -w)
+"$PERQ_BIN/perq" tokenize --model "$model" --text "$work/whole.txt" >"$work/whole.ids"
+"$PERQ_BIN/perq" tokenize --model "$model" --decode --text "$work/whole.ids" | cmp - "$work/whole.txt"
+n=$(wc -w <"$work/whole.ids")
 with_bos=$((n + 1))
 [ "$with_bos" -eq 393018 ] || { echo "whole file: $with_bos tokens with BOS, expected 393018"; exit 1; }
 echo "whole file: $with_bos tokens with BOS, as llama.cpp"
