@@ -7,6 +7,7 @@
  *   synth_plan.c       the tensors of a checkpoint and every planted outlier
  *   synth_weights.c    the values of one row of one tensor (counter-based RNG)
  *   synth_write.c      safetensors files streamed a block of rows at a time
+ *   synth_pipe.c       blocks handed to a writer thread while the next is made
  *   synth.c            the whole checkpoint folder, sharding, synth.json */
 #ifndef PERQ_SYNTH_H
 #define PERQ_SYNTH_H
@@ -128,6 +129,22 @@ double synth_uniform(uint64_t *state); /* [0, 1) */
  * plan's seed, the tensor's name and the row: rows can be made in any order
  * and on any thread. */
 void synth_tensor_row(const synth_plan *plan, const synth_tensor *t, int64_t row, float *out);
+
+/* ---- two blocks between the generator and a writer thread (synth_pipe.c) -- */
+
+struct perq_atomic_file;
+typedef struct synth_pipe synth_pipe;
+
+/* Starts a thread that writes the blocks sent to it, in order, to file. */
+int synth_pipe_open(synth_pipe **p, struct perq_atomic_file *file, size_t block_bytes,
+                    perq_err *err);
+/* A block of block_bytes to fill (waits until the writer has freed one). */
+unsigned char *synth_pipe_block(synth_pipe *p);
+/* Hands the block last returned, holding len bytes, to the writer; -1 with
+ * err once an earlier write has failed. */
+int synth_pipe_send(synth_pipe *p, size_t len, perq_err *err);
+/* Waits for every write, stops the thread, frees p; -1 with err if any failed. */
+int synth_pipe_close(synth_pipe *p, perq_err *err);
 
 /* ---- safetensors streaming (synth_write.c) -------------------------------- */
 

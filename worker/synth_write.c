@@ -1,7 +1,7 @@
 /* A safetensors file streamed from the weight generator: the header is known
  * from the shapes alone, so it is written first, then each tensor a block of
- * rows at a time (rows made in parallel), so memory stays at one block however
- * large the model. The layout is the one perq_st_write produces: u64 header
+ * rows at a time (rows made in parallel, the previous block written meanwhile),
+ * so memory stays at two blocks however large the model. The layout is the one perq_st_write produces: u64 header
  * length, JSON header padded with spaces to a multiple of 8, data in order. */
 #include <jansson.h>
 #include <omp.h>
@@ -75,28 +75,47 @@ static void make_rows(const synth_plan *plan, const synth_tensor *t, perq_dtype 
 }
 
 static int write_tensor(const synth_plan *plan, const synth_tensor *t, perq_dtype dtype,
-                        perq_atomic_file *f, perq_err *err)
+                        synth_pipe *pipe, float *scratch, perq_err *err)
 {
     size_t row_bytes = (size_t)t->cols * perq_dtype_size(dtype);
     int64_t rows_per_block = (int64_t)(BLOCK_BYTES / row_bytes);
-    if (rows_per_block < 1)
-        rows_per_block = 1;
-    if (rows_per_block > t->rows)
-        rows_per_block = t->rows;
-    int threads = omp_get_max_threads();
-    unsigned char *block = malloc((size_t)rows_per_block * row_bytes);
-    float *scratch = malloc((size_t)threads * (size_t)t->cols * sizeof(float));
     int rc = 0;
-    if (!block || !scratch)
-        rc = perq_fail(err, PERQ_E_NOMEM, "out of memory");
     for (int64_t r0 = 0; rc == 0 && r0 < t->rows; r0 += rows_per_block) {
         int64_t nr = t->rows - r0 < rows_per_block ? t->rows - r0 : rows_per_block;
-        make_rows(plan, t, dtype, r0, nr, scratch, block);
-        rc = perq_atomic_write(f, block, (size_t)nr * row_bytes, err);
+        make_rows(plan, t, dtype, r0, nr, scratch, synth_pipe_block(pipe));
+        rc = synth_pipe_send(pipe, (size_t)nr * row_bytes, err);
     }
-    free(block);
-    free(scratch);
     return rc ? perq_err_context(err, "tensor %s", t->name) : 0;
+}
+
+/* The tensors' data, made on this thread and written by the pipe's. */
+static int write_data(const synth_plan *plan, const synth_tensor *const *t, size_t n,
+                      perq_dtype dtype, perq_atomic_file *f, perq_err *err)
+{
+    int64_t max_cols = 1;
+    for (size_t i = 0; i < n; i++) {
+        if ((size_t)t[i]->cols * perq_dtype_size(dtype) > BLOCK_BYTES)
+            return perq_fail(err, PERQ_E_INVALID, "tensor %s: rows too wide", t[i]->name);
+        max_cols = t[i]->cols > max_cols ? t[i]->cols : max_cols;
+    }
+    float *scratch = malloc((size_t)omp_get_max_threads() * (size_t)max_cols * sizeof(float));
+    synth_pipe *pipe;
+    if (!scratch)
+        return perq_fail(err, PERQ_E_NOMEM, "out of memory");
+    if (synth_pipe_open(&pipe, f, BLOCK_BYTES, err) != 0) {
+        free(scratch);
+        return -1;
+    }
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = write_tensor(plan, t[i], dtype, pipe, scratch, err);
+    perq_err close_err = {0};
+    if (synth_pipe_close(pipe, &close_err) != 0 && rc == 0) {
+        *err = close_err;
+        rc = -1;
+    }
+    free(scratch);
+    return rc;
 }
 
 int synth_write_safetensors(const synth_plan *plan, const synth_tensor *const *t, size_t n,
@@ -113,8 +132,8 @@ int synth_write_safetensors(const synth_plan *plan, const synth_tensor *const *t
     }
     int rc = perq_atomic_write(&f, header, header_len, err);
     free(header);
-    for (size_t i = 0; rc == 0 && i < n; i++)
-        rc = write_tensor(plan, t[i], dtype, &f, err);
+    if (rc == 0)
+        rc = write_data(plan, t, n, dtype, &f, err);
     if (rc != 0) {
         perq_atomic_abort(&f);
         return perq_err_context(err, "writing %s", path);
