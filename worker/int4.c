@@ -45,13 +45,14 @@ void perq_int4_free(perq_int4_matrix *m)
 /* clamp(round(w / s)) with round half to even. Clamping first keeps x small
  * enough for the 1.5 * 2^23 trick, which rounds in the current (nearest-even)
  * mode and, unlike rintf, vectorises without SSE4.1. */
+#define MAGIC 12582912.0f /* 1.5 * 2^23 */
+
 static inline float quantize_one(float w, float s)
 {
     float x = w / s;
     x = x < (float)QMIN ? (float)QMIN : x;
     x = x > (float)QMAX ? (float)QMAX : x;
-    const float magic = 12582912.0f;
-    return (x + magic) - magic;
+    return (x + MAGIC) - MAGIC;
 }
 
 void perq_int4_round(const float *w, int n, float scale, int8_t *q)
@@ -64,19 +65,134 @@ void perq_int4_round(const float *w, int n, float scale, int8_t *q)
         q[i] = (int8_t)quantize_one(w[i], scale);
 }
 
-double perq_int4_sq_error(const float *w, int n, float scale)
+/* ---- the search's inner loop ------------------------------------------------
+ * sum((w - q*s)^2) runs PERQ_INT4_CLIP_STEPS times over every weight, so it is
+ * written for the vector unit (GCC keeps IEEE trapping semantics and does not
+ * vectorise the clamp by itself). Each path rounds exactly as quantize_one,
+ * squares in fp32 and adds in double in one fixed order (eight lanes, then the
+ * lanes in order, then the tail), so every machine picks the same scales. */
+#define LANES 8
+
+static double sum_lanes(const double lanes[LANES], double tail)
 {
     double e = 0.0;
-    if (!(scale > 0.0f)) {
-        for (int i = 0; i < n; i++)
-            e += (double)w[i] * (double)w[i];
-        return e;
-    }
-    for (int i = 0; i < n; i++) {
-        double d = (double)w[i] - (double)quantize_one(w[i], scale) * (double)scale;
-        e += d * d;
-    }
+    for (int k = 0; k < LANES; k++)
+        e += lanes[k];
+    return e + tail;
+}
+
+static double square_error(float w, float s)
+{
+    float d = w - quantize_one(w, s) * s;
+    return (double)(d * d);
+}
+
+static double tail_error(const float *w, int begin, int n, float s)
+{
+    double e = 0.0;
+    for (int i = begin; i < n; i++)
+        e += square_error(w[i], s);
     return e;
+}
+
+static double sq_error_c(const float *w, int n, float s)
+{
+    double lanes[LANES] = {0};
+    int body = n - n % LANES;
+    for (int i = 0; i < body; i += LANES)
+        for (int k = 0; k < LANES; k++)
+            lanes[k] += square_error(w[i + k], s);
+    return sum_lanes(lanes, tail_error(w, body, n, s));
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+/* Four weights at a time; min/max clamp like quantize_one for every finite
+ * quotient (and for infinities, when s is tiny). */
+static inline __m128 sse_square_error(__m128 x, __m128 vs)
+{
+    __m128 q = _mm_div_ps(x, vs);
+    q = _mm_min_ps(_mm_max_ps(q, _mm_set1_ps((float)QMIN)), _mm_set1_ps((float)QMAX));
+    q = _mm_sub_ps(_mm_add_ps(q, _mm_set1_ps(MAGIC)), _mm_set1_ps(MAGIC));
+    __m128 d = _mm_sub_ps(x, _mm_mul_ps(q, vs));
+    return _mm_mul_ps(d, d);
+}
+
+static double sq_error_sse2(const float *w, int n, float s)
+{
+    const __m128 vs = _mm_set1_ps(s);
+    __m128d acc[LANES / 2] = {_mm_setzero_pd(), _mm_setzero_pd(), _mm_setzero_pd(), _mm_setzero_pd()};
+    int body = n - n % LANES;
+    for (int i = 0; i < body; i += LANES)
+        for (int h = 0; h < 2; h++) {
+            __m128 d2 = sse_square_error(_mm_loadu_ps(w + i + 4 * h), vs);
+            acc[2 * h] = _mm_add_pd(acc[2 * h], _mm_cvtps_pd(d2));
+            acc[2 * h + 1] = _mm_add_pd(acc[2 * h + 1], _mm_cvtps_pd(_mm_movehl_ps(d2, d2)));
+        }
+    double lanes[LANES];
+    for (int k = 0; k < LANES / 2; k++)
+        _mm_storeu_pd(lanes + 2 * k, acc[k]);
+    return sum_lanes(lanes, tail_error(w, body, n, s));
+}
+
+__attribute__((target("avx"))) static double sq_error_avx(const float *w, int n, float s)
+{
+    const __m256 vs = _mm256_set1_ps(s), lo = _mm256_set1_ps((float)QMIN), hi = _mm256_set1_ps((float)QMAX);
+    const __m256 magic = _mm256_set1_ps(MAGIC);
+    __m256d acc_lo = _mm256_setzero_pd(), acc_hi = _mm256_setzero_pd();
+    int body = n - n % LANES;
+    for (int i = 0; i < body; i += LANES) {
+        __m256 x = _mm256_loadu_ps(w + i);
+        __m256 q = _mm256_min_ps(_mm256_max_ps(_mm256_div_ps(x, vs), lo), hi);
+        q = _mm256_sub_ps(_mm256_add_ps(q, magic), magic);
+        __m256 d = _mm256_sub_ps(x, _mm256_mul_ps(q, vs));
+        __m256 d2 = _mm256_mul_ps(d, d);
+        acc_lo = _mm256_add_pd(acc_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(d2)));
+        acc_hi = _mm256_add_pd(acc_hi, _mm256_cvtps_pd(_mm256_extractf128_ps(d2, 1)));
+    }
+    double lanes[LANES];
+    _mm256_storeu_pd(lanes, acc_lo);
+    _mm256_storeu_pd(lanes + 4, acc_hi);
+    return sum_lanes(lanes, tail_error(w, body, n, s));
+}
+#endif
+
+static double zero_scale_error(const float *w, int n)
+{
+    double e = 0.0;
+    for (int i = 0; i < n; i++)
+        e += (double)w[i] * (double)w[i];
+    return e;
+}
+
+double perq_int4_sq_error_impl(const float *w, int n, float scale, perq_int4_impl impl)
+{
+    if (!(scale > 0.0f))
+        return zero_scale_error(w, n);
+    switch (impl) {
+    case PERQ_INT4_IMPL_C:
+        return sq_error_c(w, n, scale);
+#if defined(__x86_64__)
+    case PERQ_INT4_IMPL_SSE2:
+        return sq_error_sse2(w, n, scale);
+    case PERQ_INT4_IMPL_AVX:
+        return __builtin_cpu_supports("avx") ? sq_error_avx(w, n, scale) : NAN;
+#endif
+    default:
+        return NAN;
+    }
+}
+
+double perq_int4_sq_error(const float *w, int n, float scale)
+{
+    if (!(scale > 0.0f))
+        return zero_scale_error(w, n);
+#if defined(__x86_64__)
+    return __builtin_cpu_supports("avx") ? sq_error_avx(w, n, scale) : sq_error_sse2(w, n, scale);
+#else
+    return sq_error_c(w, n, scale);
+#endif
 }
 
 static float largest_finite(perq_dtype dtype)

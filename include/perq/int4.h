@@ -51,8 +51,13 @@ float perq_int4_mse_scale_as(const float *w, int n, perq_dtype scale_dtype);
 float perq_int4_round_scale(float s, perq_dtype dtype);
 /* Rounds w to q = clamp(round(w / s), -8, 7); a scale of 0 gives q = 0. */
 void perq_int4_round(const float *w, int n, float scale, int8_t *q);
-/* sum((w - q*s)^2) in double, the figure the search minimises. */
+/* sum((w - q*s)^2), the figure the search minimises: each term in fp32, the
+ * sum in double, in one fixed order whatever the vector unit, so that every
+ * machine picks the same scales. */
 double perq_int4_sq_error(const float *w, int n, float scale);
+/* The same through one implementation, for tests; NaN for one this CPU lacks. */
+typedef enum { PERQ_INT4_IMPL_C, PERQ_INT4_IMPL_SSE2, PERQ_INT4_IMPL_AVX } perq_int4_impl;
+double perq_int4_sq_error_impl(const float *w, int n, float scale, perq_int4_impl impl);
 
 /* RTN over the whole matrix, rows in parallel where it pays. The weights must
  * be finite (an infinite or NaN weight is a PERQ_E_FORMAT error naming it).
