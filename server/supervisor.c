@@ -367,12 +367,20 @@ static void on_process_exit(uv_process_t *p, int64_t status, int signal)
         uv_timer_start(&w->timer, on_drain_deadline, DRAIN_MS, 0);
 }
 
+/* The worker leads its own process group (UV_PROCESS_DETACHED): signal the
+ * group, so that any process it started stops too and lets go of its pipes. */
+static void signal_worker(worker *w, int sig)
+{
+    if (kill(-w->proc.pid, sig) != 0)
+        uv_process_kill(&w->proc, sig);
+}
+
 static void on_grace_over(uv_timer_t *t)
 {
     worker *w = t->data;
     if (!w->exited) {
         log_note(w, "the worker did not stop within the grace period: SIGKILL");
-        uv_process_kill(&w->proc, SIGKILL);
+        signal_worker(w, SIGKILL);
     }
 }
 
@@ -383,7 +391,7 @@ void worker_stop(worker *w, worker_stop_reason why)
     w->stop = why;
     if (w->exited)
         return;
-    uv_process_kill(&w->proc, SIGTERM);
+    signal_worker(w, SIGTERM);
     uint64_t grace_ms = w->o.kill_grace > 0 ? (uint64_t)(w->o.kill_grace * 1000.0) : 0;
     uv_timer_start(&w->timer, on_grace_over, grace_ms, 0);
 }
