@@ -25,6 +25,7 @@ struct http_req {
     http_server *h;
     struct MHD_Connection *conn;
     char method[16];
+    char *path;              /* as requested, still escaped */
     const http_route *route;
     char *params[HTTP_MAX_PARAMS];
     int n_params;
@@ -46,6 +47,7 @@ struct http_req {
 
 void *http_app(http_req *r) { return r->h->opt.app; }
 const char *http_method(http_req *r) { return r->method; }
+const char *http_path(http_req *r) { return r->path ? r->path : ""; }
 const char *http_param(http_req *r, int i) { return i >= 0 && i < r->n_params ? r->params[i] : ""; }
 upload *http_upload(http_req *r) { return &r->up; }
 bool http_replied(http_req *r) { return r->resp != NULL; }
@@ -253,6 +255,7 @@ static void free_request(http_req *r)
     upload_abort(&r->up);
     for (int i = 0; i < r->n_params; i++)
         free(r->params[i]);
+    free(r->path);
     free(r->body);
     if (r->resp)
         MHD_destroy_response(r->resp);
@@ -358,6 +361,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->h = cls;
         r->conn = conn;
         snprintf(r->method, sizeof r->method, "%s", method);
+        r->path = strdup(url);
         *con_cls = r;
         if (begin_request(r, url))
             return queue_reply(r);

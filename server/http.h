@@ -58,6 +58,8 @@ void http_stop(http_server *h);
 
 void *http_app(http_req *r);
 const char *http_method(http_req *r);
+/* The request's path, as sent (still percent-encoded). */
+const char *http_path(http_req *r);
 /* The i-th ":x" segment of the route pattern, percent-decoded. */
 const char *http_param(http_req *r, int i);
 /* A request header (case-insensitive name), NULL when absent. */

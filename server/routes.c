@@ -110,6 +110,6 @@ bool routes_finish_upload(http_req *r, const char *what)
 
 void routes_internal_error(http_req *r, const perq_err *err)
 {
-    fprintf(stderr, "perqd: %s %s: %s\n", http_method(r), http_param(r, 0), err && err->msg[0] ? err->msg : "?");
+    fprintf(stderr, "perqd: %s %s: %s\n", http_method(r), http_path(r), err && err->msg[0] ? err->msg : "?");
     http_reply_problem(r, 500, "internal", "the server failed to complete the request; its log says why");
 }

@@ -282,7 +282,7 @@ static void how_it_ended(const worker *w, char *buf, size_t size)
         const char *name = sigabbrev_np(w->term_signal);
         snprintf(buf, size, "worker killed by signal %d%s%s", w->term_signal, name ? " SIG" : "", name ? name : "");
     } else if (w->exit_status == 0) {
-        snprintf(buf, size, "worker exited with status 0 without a result");
+        snprintf(buf, size, "worker exited with status 0 %s", w->got_result ? "after its result" : "without a result");
     } else {
         snprintf(buf, size, "worker exited with status %lld", (long long)w->exit_status);
     }
