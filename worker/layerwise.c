@@ -16,6 +16,23 @@ struct perq_layerwise {
     perq_forward *fwd;
 };
 
+/* Embeddings of every sequence, a micro-batch at a time: each lookup maps
+ * pages of the embedding table around the row it reads, so they are given back
+ * after each batch rather than piling up to the whole table. */
+static int embed_all(perq_layerwise *lw, const int32_t *ids, perq_err *err)
+{
+    size_t batch_tokens = (size_t)lw->batch_seqs * lw->seq_len;
+    size_t total = (size_t)lw->n_seqs * lw->seq_len;
+    size_t hidden = (size_t)lw->model->cfg.hidden_size;
+    for (size_t at = 0; at < total; at += batch_tokens) {
+        size_t n = total - at < batch_tokens ? total - at : batch_tokens;
+        if (perq_model_embed(lw->model, ids + at, n, lw->h + at * hidden, err) != 0)
+            return -1;
+        perq_model_drop_mapped(lw->model);
+    }
+    return 0;
+}
+
 int perq_layerwise_begin(perq_model *m, const int32_t *ids, int n_seqs, int seq_len, int batch_seqs,
                          perq_layerwise **out, perq_err *err)
 {
@@ -41,8 +58,7 @@ int perq_layerwise_begin(perq_model *m, const int32_t *ids, int n_seqs, int seq_
         return perq_fail(err, PERQ_E_NOMEM, "out of memory for the hidden states of %d x %d tokens", n_seqs,
                          seq_len);
     }
-    if (perq_forward_new(&m->cfg, batch_seqs, seq_len, &lw->fwd, err) != 0 ||
-        perq_model_embed(m, ids, (size_t)n_seqs * seq_len, lw->h, err) != 0) {
+    if (perq_forward_new(&m->cfg, batch_seqs, seq_len, &lw->fwd, err) != 0 || embed_all(lw, ids, err) != 0) {
         perq_layerwise_free(lw);
         return -1;
     }

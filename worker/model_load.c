@@ -160,6 +160,15 @@ static void release_pages(const perq_model *m, const perq_tensor *t)
     }
 }
 
+void perq_model_drop_mapped(const perq_model *m)
+{
+    if (!m->has_ckpt)
+        return;
+    for (size_t i = 0; i < m->ckpt.n_files; i++)
+        if (m->ckpt.files[i].map)
+            madvise(m->ckpt.files[i].map, m->ckpt.files[i].map_len, MADV_DONTNEED);
+}
+
 static void widen(const perq_model *m, const perq_tensor *t, float *dst)
 {
     size_t n = perq_tensor_numel(t);

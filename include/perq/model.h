@@ -99,6 +99,12 @@ size_t perq_model_head_bytes(const perq_llama_config *cfg);
  * [0, vocab_size): an id outside is a PERQ_E_INVALID error naming it. */
 int perq_model_embed(const perq_model *m, const int32_t *ids, size_t n, float *out, perq_err *err);
 
+/* Gives every mapped page of the checkpoint back to the page cache: they stop
+ * counting in this process's resident set and are read again on next use.
+ * Worth it after looking up many embedding rows (each page fault maps its
+ * neighbours too). */
+void perq_model_drop_mapped(const perq_model *m);
+
 /* Tensor names of a Llama checkpoint. */
 void perq_layer_tensor_name(char *buf, size_t size, int layer, const char *what);
 
