@@ -12,11 +12,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "export_ct.h"
 #include "manifest.h"
@@ -207,11 +210,23 @@ static int widen(rtn_job *j, const perq_tensor *t, perq_err *err)
     return 0;
 }
 
+/* The pages of a tensor already widened leave this process's resident set
+ * (they stay in the page cache): quantizing a model never holds all of it. */
+static void release_pages(const perq_tensor *t)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t begin = ((uintptr_t)t->data + page - 1) / page * page;
+    uintptr_t end = ((uintptr_t)t->data + t->nbytes) / page * page;
+    if (end > begin)
+        madvise((void *)begin, end - begin, MADV_DONTNEED);
+}
+
 static int quantize_linear(rtn_job *j, const perq_tensor *t, int layer, int part, perq_err *err)
 {
     int rows = (int)t->shape[0], cols = (int)t->shape[1];
     if (widen(j, t, err) != 0)
         return -1;
+    release_pages(t);
     perq_int4_matrix m;
     if (perq_int4_rtn_as(j->wbuf, rows, cols, j->spec->weights.group_size, t->dtype, &m, err) != 0)
         return perq_err_context(err, "%s", t->name);
