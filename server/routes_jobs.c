@@ -11,7 +11,7 @@
 
 #define EVENTS_DEFAULT_LIMIT 1000
 #define EVENTS_MAX_LIMIT 10000
-#define IDEMPOTENCY_KEY_MAX 255
+#define IDEMPOTENCY_KEY_MAX 200
 
 static json_t *json_text_or(const char *text, json_t *fallback)
 {
@@ -181,7 +181,7 @@ void jobs_create(http_req *r)
         store_job_free(&job);
         return;
     case STORE_CONFLICT:
-        http_reply_problem(r, 422, "idempotency-key-reused",
+        http_reply_problem(r, 409, "idempotency-key-reused",
                            "Idempotency-Key \"%s\" was used for a different job spec; use a new key for a new job",
                            key);
         return;
