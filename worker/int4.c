@@ -44,7 +44,7 @@ void perq_int4_free(perq_int4_matrix *m)
 
 /* clamp(round(w / s)) with round half to even. Clamping first keeps x small
  * enough for the 1.5 * 2^23 trick, which rounds in the current (nearest-even)
- * mode and, unlike rintf, vectorises without SSE4.1. */
+ * mode with two additions that every vector unit has (no SSE4.1 round). */
 #define MAGIC 12582912.0f /* 1.5 * 2^23 */
 
 static inline float quantize_one(float w, float s)
