@@ -2,7 +2,7 @@
 #include "perq/gptq.h"
 
 #include <cblas.h>
-#include <lapacke.h>
+#include <lapack.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,9 +109,10 @@ static int try_factor(float *b, int n, const float *diag_rev, float lambda)
     perq_sym_from_upper(b, n);
     for (int a = 0; a < n; a++)
         b[(size_t)a * (size_t)n + (size_t)a] = diag_rev[a] + lambda;
-    lapack_int info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'U', n, b, n);
+    lapack_int order = n, info = 0;
+    LAPACK_spotrf("U", &order, b, &order, &info);
     if (info == 0)
-        info = LAPACKE_strtri(LAPACK_COL_MAJOR, 'U', 'N', n, b, n);
+        LAPACK_strtri("U", "N", &order, b, &order, &info);
     return (int)info;
 }
 
