@@ -15,15 +15,12 @@ expect_succeeded "$J" 60
 # What must survive every bad request: models with their files and sha256s,
 # jobs, datasets, and the files under the data dir (the SQLite store aside).
 snapshot() {
-  {
-    get /v1/models; jq -S 'if type == "array" then . else .models end | sort_by(.id)' "$TMP/resp.body"
-    for id in "$M" "$U"; do get "/v1/models/$id"; jq -S . "$TMP/resp.body"; done
-    get /v1/jobs; jq -S '.jobs | sort_by(.id)' "$TMP/resp.body"
-    get "/v1/jobs/$J/artifacts"; jq -S . "$TMP/resp.body"
-    get /v1/datasets; jq -S . "$TMP/resp.body"
-    (cd "$DATA" && find . -type f ! -name '*.log' ! -name '*-wal' ! -name '*-shm' ! -name '*-journal' \
-       -exec sh -c 'head -c 15 "$1" | grep -q "SQLite format" || echo "$1 $(sha256sum < "$1" | cut -c1-64)"' _ {} \; | sort)
-  } >"$1"
+  local path
+  for path in /v1/models "/v1/models/$M" "/v1/models/$U" /v1/jobs "/v1/jobs/$J/artifacts" /v1/datasets; do
+    get "$path"; echo "$path $STATUS"; cat "$TMP/resp.body"; echo
+  done >"$1"
+  (cd "$DATA" && find . -type f ! -name '*.log' ! -name '*.db' ! -name '*.db-*' ! -name '*.sqlite*' \
+     ! -name '*-wal' ! -name '*-shm' ! -name '*-journal' -print0 | sort -z | xargs -0 -r sha256sum) >>"$1"
 }
 snapshot "$TMP/before"
 unchanged() { # after each bad request
@@ -34,7 +31,7 @@ $(head -n 40 "$TMP/diff")"
 # bad DESCRIPTION STATUS: the last response is that problem, and nothing changed.
 bad() {
   assert_problem "$2"
-  echo "  $2 ${1}: $(json .detail)"
+  echo "  $2 ${1}: $(json .detail | head -c 300)"
   unchanged "$1"
 }
 # bad_any DESCRIPTION STATUS...: one of these statuses.
@@ -117,12 +114,13 @@ bad_any "job evaluating on an unknown dataset" 404 422 400
 step "file names"
 printf 'x' >"$TMP/x"
 for name in 'a%2Fb' '..' '%2E%2E' '..%2F..%2Fescape' '.hidden' '.' 'a%20b' 'a%5Cb' 'caf%C3%A9' 'a%00b'; do
-  put_file "/v1/models/$U/files/$name" "$TMP/x" --path-as-is; bad "file name '$name'" 400
+  # not curl -T: it appends the local file name to a URL ending in "..".
+  req PUT "/v1/models/$U/files/$name" --data-binary @"$TMP/x" --path-as-is; bad "file name '$name'" 400
 done
 put_file "/v1/models/$U/files/a/b" "$TMP/x"; bad_any "file name with a literal /" 400 404
 [ -z "$(find "$TMP" -type f \( -name 'escape*' -o -name '.hidden' -o -name 'b' \))" ] || fail "a file of a rejected name was written"
 for name in '..%2Fx' '.hidden' 'a%2Fb'; do
-  put_file "/v1/datasets/$name" "$TMP/x" --path-as-is; bad "dataset name '$name'" 400
+  req PUT "/v1/datasets/$name" --data-binary @"$TMP/x" --path-as-is; bad "dataset name '$name'" 400
 done
 
 step "checksum mismatch: 400, and the stored file of that name is unchanged"
@@ -155,7 +153,7 @@ post "/v1/models/$X/commit"; assert_problem 422
 all_text=$(jq -r '[.. | strings] | join(" ")' "$TMP/resp.body")
 [[ $all_text == *GPT2LMHeadModel* ]] || fail "the 422 does not name the unsupported architecture; $(show_last)"
 [[ $all_text == *model.safetensors* ]] || fail "the 422 does not name the truncated model.safetensors; $(show_last)"
-echo "  422: $all_text"
+echo "  422: ${all_text:0:400}"
 unchanged "commit of an invalid model"
 get "/v1/models/$X"; assert_json '.status == "uploading"' "a model that failed validation stays uploading"
 
@@ -169,7 +167,7 @@ post "/v1/models/$Y/commit"; assert_problem 422
 all_text=$(jq -r '[.. | strings] | join(" ")' "$TMP/resp.body")
 [[ $all_text == *tokenizer.json* ]] || fail "the 422 does not name the missing tokenizer.json; $(show_last)"
 [[ $all_text =~ (embed_tokens|q_proj|shape) ]] || fail "the 422 does not name a tensor of the wrong shape; $(show_last)"
-echo "  422: $all_text"
+echo "  422: ${all_text:0:400}"
 unchanged "commit with wrong shapes"
 
 step "after the fixes the same model commits"

@@ -124,7 +124,7 @@ kill_perqd() {
 
 # ---- HTTP --------------------------------------------------------------------
 
-# req METHOD PATH [curl options...]: sets STATUS, BODY, and the files
+# req METHOD PATH [curl options...]: sets STATUS and the files
 # $TMP/resp.body and $TMP/resp.headers of the last response.
 LAST_REQ=""
 req() {
@@ -132,9 +132,10 @@ req() {
   LAST_REQ="$method $path"
   local m=(-X "$method")
   [ "$method" != GET ] || m=()
+  rm -f "$TMP/resp.body" "$TMP/resp.headers"
   STATUS=$(curl -sS -o "$TMP/resp.body" -D "$TMP/resp.headers" -w '%{http_code}' \
                 "${m[@]+"${m[@]}"}" "$@" "$BASE$path") || fail "curl could not complete $LAST_REQ"
-  BODY=$(cat "$TMP/resp.body")
+  touch "$TMP/resp.body"   # curl writes no file for an empty body
 }
 get()       { req GET "$@"; }
 delete()    { req DELETE "$@"; }

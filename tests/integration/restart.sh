@@ -64,6 +64,7 @@ case $first in
   *) fail "the interrupted job is '$first' after the restart" ;;
 esac
 poll_job "$K" 60
+echo "  then: $JOB_STATUS"
 case $JOB_STATUS in
   succeeded) download_artifacts "$K" "$TMP/out3" ;;
   failed) assert_json '.error.detail | type == "string" and length > 0' "a job failed by a crash says why"
