@@ -5,10 +5,13 @@
 
 #include <stdint.h>
 
-/* GCC if-converts the clamps of exp_one (and so vectorises the loops) only
- * when comparisons are not assumed to trap; these kernels never test flags. */
+/* The clamps of exp_one must become plain vmaxps/vminps: with IEEE NaN and
+ * signed-zero rules GCC turns them into selects, threads each select through
+ * the code after it, and in SwiGLU then divides every lane by 1 + e^88 just in
+ * case, whose denormal results cost a microcode assist each (ten times the
+ * whole kernel). These kernels see finite values only and never test flags. */
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
+#pragma GCC optimize("no-trapping-math", "finite-math-only", "no-signed-zeros")
 #endif
 /* Instrumented builds (sanitizers, fuzzing) may not vectorise: not an error. */
 #if defined(__clang__)
@@ -29,7 +32,7 @@ static inline __attribute__((always_inline)) float exp_one(float x)
     const float log2e = 1.44269504088896341f;
     const float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
     const float round_magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    x = x > -87.0f ? x : -87.0f;   /* two plain selects: the vectoriser wants them so */
+    x = x > -87.0f ? x : -87.0f;
     x = x < 88.0f ? x : 88.0f;
     float k = (x * log2e + round_magic) - round_magic;
     float r = x - k * ln2_hi - k * ln2_lo;
@@ -61,7 +64,7 @@ VECTOR_CLONES void perq_vswiglu(float *gate, const float *up, size_t n)
     }
 }
 
-VECTOR_CLONES void perq_vsoftmax(float *s, size_t n)
+VECTOR_CLONES float perq_vexp_shifted(float *s, size_t n)
 {
     float max = s[0];
 #pragma omp simd reduction(max : max)
@@ -73,8 +76,12 @@ VECTOR_CLONES void perq_vsoftmax(float *s, size_t n)
         s[i] = exp_one(s[i] - max);
         sum += s[i];
     }
-    float inv = 1.0f / sum;
-#pragma omp simd
+    return sum;
+}
+
+void perq_vsoftmax(float *s, size_t n)
+{
+    float inv = 1.0f / perq_vexp_shifted(s, n);
     for (size_t i = 0; i < n; i++)
         s[i] *= inv;
 }
