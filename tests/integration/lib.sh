@@ -4,6 +4,16 @@
 # started are killed on exit whatever happened.
 set -euo pipefail
 
+# tests/run-scripts.sh runs every *.sh of this folder; run on its own, this
+# file only checks that what the tests need is installed.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  for tool in curl jq sha256sum python3; do
+    command -v "$tool" >/dev/null || { echo "FAIL: $tool is not installed (deploy/install-deps.sh)" >&2; exit 1; }
+  done
+  echo "lib.sh: helpers for the integration tests; curl, jq, sha256sum and python3 present"
+  exit 0
+fi
+
 PERQ_ROOT=${PERQ_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 PERQ_BIN=${PERQ_BIN:-$PERQ_ROOT/build/bin}
 PERQ_SHARED=${PERQ_SHARED:-$PERQ_ROOT/../shared}
@@ -40,9 +50,21 @@ fail() {
 
 # ---- the daemon --------------------------------------------------------------
 
-# Processes of ours still alive: the daemon, and any worker whose command line
-# names a path under $TMP (only the daemons this test started put them there).
-our_workers() { pgrep -f -- "$TMP/" 2>/dev/null | grep -vx "$$" || true; }
+# procs_matching REGEX: pids whose command line (arguments joined by spaces)
+# matches the extended regex; read from /proc, so procps is not needed.
+procs_matching() {
+  local d args
+  for d in /proc/[0-9]*; do
+    [ "${d#/proc/}" != "$$" ] && [ "${d#/proc/}" != "$BASHPID" ] || continue
+    mapfile -d '' args <"$d/cmdline" 2>/dev/null || continue
+    [[ "${args[*]-}" =~ $1 ]] && echo "${d#/proc/}"
+  done
+  return 0
+}
+
+# Workers of ours still alive: processes whose command line names a path
+# under $TMP (only the daemons this test started put them there).
+our_workers() { procs_matching "perq.*$TMP/"; }
 
 cleanup() {
   local status=$?
@@ -262,14 +284,9 @@ expect_succeeded() {
   assert_json '.finished_at != null and .error == null' "a succeeded job has finished_at and no error"
 }
 
-# The worker process of a job (pid on stdout, empty when none).
-worker_pid() { pgrep -f -- "perq-worker.*--job-id $1( |\$)" 2>/dev/null | head -n 1 || true; }
-# Falls back to `perq worker` when the daemon spawns that instead.
-job_worker_pid() {
-  local p; p=$(worker_pid "$1")
-  [ -n "$p" ] || p=$(pgrep -f -- "perq worker.*--job-id $1( |\$)" 2>/dev/null | head -n 1 || true)
-  echo "$p"
-}
+# The worker process of a job (pid on stdout, empty when none): perq-worker,
+# or `perq worker`, with --job-id ID.
+job_worker_pid() { procs_matching "perq[- ]worker .*--job-id $1( |\$)" | head -n 1; }
 
 # download_artifacts ID DIR: every artifact of the listing into DIR, each
 # checked against the listing's bytes and sha256 and against manifest.json.
