@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # The main job, end to end: install what is missing, build, start perqd with a
-# temporary data dir, upload stories260K through the HTTP API, quantize it to
-# INT4 (rtn, groups of 32), download the artifacts, verify every sha256
+# temporary data dir, upload stories260K and an evaluation text through the
+# HTTP API, quantize the model to INT4 (rtn, groups of 32) and measure its
+# perplexity before and after, download the artifacts, verify every sha256
 # against the manifest, print where they are, stop perqd.
 #
 # Usage: deploy/quickstart.sh [OUTPUT_DIR]     (default ./perq-output/<job id>)
 # Environment: PERQ_SHARED (default ../shared beside the repository),
-#              PERQ_MODEL (default $PERQ_SHARED/models/stories260K).
+#              PERQ_MODEL (default $PERQ_SHARED/models/stories260K),
+#              PERQ_EVAL_TEXT (default $PERQ_SHARED/data/tinystories_valid_head.txt;
+#              empty: no perplexity).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PERQ_SHARED=${PERQ_SHARED:-$ROOT/../shared}
 MODEL=${PERQ_MODEL:-$PERQ_SHARED/models/stories260K}
+EVAL_TEXT=${PERQ_EVAL_TEXT-$PERQ_SHARED/data/tinystories_valid_head.txt}
 OUT_ARG=${1:-}
 
-say() { printf '\033[1m==>\033[0m %s\n' "$*"; }
+if [ -t 1 ]; then say() { printf '\033[1m==>\033[0m %s\n' "$*"; }; else say() { printf '==> %s\n' "$*"; }; fi
 die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
 
 [ -f "$MODEL/config.json" ] || die "no model at $MODEL (set PERQ_SHARED or PERQ_MODEL)"
@@ -78,16 +82,31 @@ say "uploading $name"
 M=$(api POST /v1/models -H 'Content-Type: application/json' -d "$(jq -nc --arg n "$name" '{name: $n}')" | jq -r .id)
 for f in "$MODEL"/*; do
   [ -f "$f" ] || continue
-  case $(basename "$f") in *.json|*.safetensors|*.model) ;; *) continue ;; esac
+  # the checkpoint's own files (not the reference data kept beside them)
+  case $(basename "$f") in
+    config.json|generation_config.json|tokenizer.json|tokenizer_config.json|tokenizer.model|\
+    special_tokens_map.json|*.safetensors|model.safetensors.index.json) ;;
+    *) continue ;;
+  esac
   sum=$(sha256sum "$f" | cut -d' ' -f1)
   api PUT "/v1/models/$M/files/$(basename "$f")" -T "$f" -H "X-Content-SHA256: $sum" \
     | jq -r '"    \(.name): \(.bytes) bytes, sha256 \(.sha256[0:16])..."'
 done
 api POST "/v1/models/$M/commit" | jq -r '"    model \(.id) is \(.status)"'
 
+EVAL='null'
+if [ -n "$EVAL_TEXT" ]; then
+  [ -f "$EVAL_TEXT" ] || die "no evaluation text at $EVAL_TEXT (set PERQ_EVAL_TEXT, or empty for none)"
+  say "uploading the evaluation text $(basename "$EVAL_TEXT")"
+  api PUT /v1/datasets/eval-text -T "$EVAL_TEXT" -H "X-Content-SHA256: $(sha256sum "$EVAL_TEXT" | cut -d' ' -f1)" \
+    | jq -r '"    dataset \(.name): \(.bytes) bytes"'
+  EVAL='{"dataset": "eval-text", "ctx": 256, "chunks": 64}'
+fi
+
 # ---- the job --------------------------------------------------------------------
 say "quantizing to INT4 (rtn, groups of 32)"
-SPEC=$(jq -nc --arg m "$M" '{model: $m, method: "rtn", weights: {bits: 4, group_size: 32, algorithm: "rtn"}}')
+SPEC=$(jq -nc --arg m "$M" --argjson eval "$EVAL" \
+  '{model: $m, method: "rtn", weights: {bits: 4, group_size: 32, algorithm: "rtn"}} + (if $eval then {eval: $eval} else {} end)')
 J=$(api POST /v1/jobs -H 'Content-Type: application/json' -d "$SPEC" | jq -r .id)
 echo "    job $J"
 last=""
@@ -124,6 +143,11 @@ while IFS=$'\t' read -r name bytes sum; do
 done < <(jq -r '.files | if type == "array" then .[] | [(.name // .path), .bytes, .sha256]
                         else to_entries[] | [.key, .value.bytes, .value.sha256] end | @tsv' "$OUT/manifest.json")
 [ $n -gt 0 ] || die "manifest.json lists no files"
+
+if jq -e '.eval.ppl_quantized' "$OUT/report.json" >/dev/null 2>&1; then
+  say "perplexity ($(jq -r '.eval | "\(.protocol) protocol, ctx \(.ctx), \(.chunks) chunks, \(.tokens_scored) tokens scored"' "$OUT/report.json"))"
+  jq -r '.eval | "    float \(.ppl_float * 1000 | round / 1000), INT4 \(.ppl_quantized * 1000 | round / 1000)"' "$OUT/report.json"
+fi
 
 say "stopping perqd"
 kill -TERM "$PERQD_PID"
