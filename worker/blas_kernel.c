@@ -2,7 +2,9 @@
 #include "perq/blas.h"
 
 #include <cblas.h>
+#include <fcntl.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -86,28 +88,81 @@ static int want_passive_omp(void)
     return !getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT");
 }
 
+/* This process's arguments from /proc/self/cmdline, for callers that no longer
+ * have main's argv; NULL when unreadable. Free with free_argv. */
+static char **own_argv(void)
+{
+    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap + 1);
+    ssize_t got = 0;
+    while (buf && (got = read(fd, buf + len, cap - len)) > 0) {
+        len += (size_t)got;
+        if (len == cap) {
+            char *bigger = realloc(buf, 2 * cap + 1);
+            if (!bigger)
+                free(buf);
+            buf = bigger;
+            cap *= 2;
+        }
+    }
+    close(fd);
+    if (!buf || got < 0 || len == 0) {
+        free(buf);
+        return NULL;
+    }
+    buf[len] = '\0';
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += buf[i] == '\0';
+    char **argv = calloc(n + 2, sizeof *argv);
+    if (!argv) {
+        free(buf);
+        return NULL;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < len; i += strlen(buf + i) + 1)
+        argv[k++] = buf + i;
+    return argv;
+}
+
+static void free_argv(char **argv)
+{
+    if (argv)
+        free(argv[0]);
+    free(argv);
+}
+
 void perq_blas_choose_kernel(int argc, char **argv)
 {
     const char *best = perq_blas_best_core();
     const char *current = perq_blas_core();
-    int may_reexec = argc > 0 && argv && !getenv(REEXEC_GUARD);
     /* An unknown name may be a kernel newer than this table: leave it alone. */
     int current_rank = perq_blas_core_rank(current);
     int better_kernel = !getenv("OPENBLAS_CORETYPE") && best && current_rank >= 0 &&
                         perq_blas_core_rank(best) > current_rank;
     int passive = want_passive_omp();
-    if (may_reexec && (better_kernel || passive)) {
-        if (better_kernel)
-            setenv("OPENBLAS_CORETYPE", best, 1);
-        if (passive)
-            setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-        setenv(REEXEC_GUARD, current, 1);
-        execv("/proc/self/exe", argv);
-        /* Still here: carry on as we are. */
-        if (better_kernel)
-            unsetenv("OPENBLAS_CORETYPE");
-        if (passive)
-            unsetenv("OMP_WAIT_POLICY");
+    if (!getenv(REEXEC_GUARD) && (better_kernel || passive)) {
+        char **read_argv = argc <= 0 || !argv ? own_argv() : NULL;
+        if (read_argv)
+            argv = read_argv;
+        if (argv) {
+            if (better_kernel)
+                setenv("OPENBLAS_CORETYPE", best, 1);
+            if (passive)
+                setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+            setenv(REEXEC_GUARD, current, 1);
+            execv("/proc/self/exe", argv);
+            /* Still here: carry on as we are. */
+            if (better_kernel)
+                unsetenv("OPENBLAS_CORETYPE");
+            if (passive)
+                unsetenv("OMP_WAIT_POLICY");
+            unsetenv(REEXEC_GUARD);
+        }
+        free_argv(read_argv);
     }
     choose_threads();
 }

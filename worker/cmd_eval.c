@@ -141,6 +141,7 @@ static int print_json(const perq_eval_result *r)
 
 int perq_cmd_eval(int argc, char **argv)
 {
+    perq_blas_choose_kernel(0, NULL);
     eval_args a;
     int status = parse_args(argc, argv, &a);
     if (status)

@@ -18,7 +18,10 @@
  *   - OMP_WAIT_POLICY and GOMP_SPINCOUNT unset: OMP_WAIT_POLICY=PASSIVE, so
  *     that OpenMP threads idling between parallel regions do not spin on the
  *     cores OpenBLAS's threads need (libgomp spins for milliseconds by default).
- * Returns when nothing needs to change or the re-execution failed. Then sets
+ * argc 0 and argv NULL: the arguments are read from /proc/self/cmdline (for a
+ * subcommand that no longer has main's argv; a second call after main's is
+ * harmless). Returns when nothing needs to change or the re-execution failed.
+ * Then sets
  * the OpenBLAS thread count to the CPUs this process may run on, unless
  * OPENBLAS_NUM_THREADS or OMP_NUM_THREADS says otherwise. */
 void perq_blas_choose_kernel(int argc, char **argv);
