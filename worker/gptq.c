@@ -10,6 +10,8 @@
 
 /* Below this many weights per block the rows are rounded on one thread. */
 #define PARALLEL_MIN_WEIGHTS (1 << 14)
+/* Rows rounded together in a block (see round_block_rows). */
+#define ROW_TILE 8
 
 static double now_seconds(void)
 {
@@ -221,27 +223,42 @@ typedef struct {
     int rows, n, block;
 } gptq_run;
 
-/* Rounds columns [j1, j2) of row r in visiting order, spreading each error
- * over the rest of the block; returns the row's share of the loss. */
-static double round_block_row(const gptq_run *g, int r, int j1, int j2)
+/* Rounds columns [j1, j2) of rows [r0, r1) in visiting order, spreading each
+ * error over the rest of the block; returns the rows' share of the loss. The
+ * rows go through each column together: one row alone would wait on its own
+ * chain (round, error, update, round the next column) at every step.
+ * Compiled for each vector unit and chosen at load time; the arithmetic is
+ * elementwise (no contraction under -std=c11), so every clone gives the same
+ * bits. */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static double round_block_rows(const gptq_run *g, int r0, int r1, int j1, int j2)
 {
-    size_t n = (size_t)g->n;
-    float *restrict w = g->w + (size_t)r * n;
-    float *restrict e = g->errs + (size_t)r * (size_t)g->block;
-    const float *scales = g->out->scales + (size_t)r * (size_t)g->out->n_groups;
-    int8_t *q = g->out->q + (size_t)r * n;
+    size_t n = (size_t)g->n, ng = (size_t)g->out->n_groups, block = (size_t)g->block;
     double loss = 0.0;
     for (int k = j1; k < j2; k++) {
         const float *restrict u = g->f->u + (size_t)k * n;
-        float s = scales[g->group_of[k]];
-        int8_t qk;
-        perq_int4_round(&w[k], 1, s, &qk);
-        float ek = (w[k] - (float)qk * s) / u[k];
-        q[g->f->perm[k]] = qk;
-        e[k - j1] = ek;
-        loss += 0.5 * (double)ek * (double)ek;
-        for (int m = k + 1; m < j2; m++)
-            w[m] -= ek * u[m];
+        int col = g->f->perm[k], group = g->group_of[k];
+        for (size_t r = (size_t)r0; r < (size_t)r1; r++) {
+            float *w = g->w + r * n;
+            float s = g->out->scales[r * ng + (size_t)group];
+            int8_t qk;
+            perq_int4_round(&w[k], 1, s, &qk);
+            float ek = (w[k] - (float)qk * s) / u[k];
+            g->out->q[r * n + (size_t)col] = qk;
+            g->errs[r * block + (size_t)(k - j1)] = ek;
+            loss += 0.5 * (double)ek * (double)ek;
+        }
+        /* The update runs from column k rounded down to a multiple of 16 in
+         * the block, so that the vector loop needs no scalar tail: U is zero
+         * left of its diagonal, and columns up to k are not read again. */
+        int m0 = j1 + ((k - j1) & ~15);
+        for (size_t r = (size_t)r0; r < (size_t)r1; r++) {
+            float *restrict w = g->w + r * n;
+            float ek = g->errs[r * block + (size_t)(k - j1)];
+#pragma omp simd
+            for (int m = m0; m < j2; m++)
+                w[m] -= ek * u[m];
+        }
     }
     return loss;
 }
@@ -283,10 +300,12 @@ static int run_blocks(gptq_run *g, const perq_gptq_opts *opts, perq_gptq_stats *
     for (int j1 = 0; j1 < n; j1 += g->block) {
         int j2 = j1 + g->block < n ? j1 + g->block : n;
         double t0 = now_seconds(), loss = 0.0;
-        int parallel = rows > 1 && (size_t)rows * (size_t)(j2 - j1) >= PARALLEL_MIN_WEIGHTS;
+        int tiles = (rows + ROW_TILE - 1) / ROW_TILE;
+        int parallel = tiles > 1 && (size_t)rows * (size_t)(j2 - j1) >= PARALLEL_MIN_WEIGHTS;
 #pragma omp parallel for schedule(static) reduction(+ : loss) if (parallel)
-        for (int r = 0; r < rows; r++)
-            loss += round_block_row(g, r, j1, j2);
+        for (int t = 0; t < tiles; t++)
+            loss += round_block_rows(g, t * ROW_TILE, t * ROW_TILE + ROW_TILE < rows ? t * ROW_TILE + ROW_TILE : rows,
+                                     j1, j2);
         double t1 = now_seconds();
         st->loss += loss;
         st->block_seconds += t1 - t0;

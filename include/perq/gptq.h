@@ -31,7 +31,8 @@
  *      block column by column, spreading each error e_k = (w_k - q_k s) / U_kk
  *      over the rest of the block through U's row k; then one sgemm carries the
  *      whole block's errors to every later column: W[:, j2:] -= E U[j1:j2, j2:].
- * Rows are independent given U: they are rounded in parallel. */
+ * Rows are independent given U: they are rounded in parallel, a few rows at a
+ * time through each column. */
 #ifndef PERQ_GPTQ_H
 #define PERQ_GPTQ_H
 
@@ -98,7 +99,8 @@ typedef struct perq_gptq_factor {
 } perq_gptq_factor;
 
 /* h is [n][n] row-major and symmetric (both triangles are read: see
- * perq_sym_from_upper); it is not modified. Reads opts->act_order and opts->damp. Errors: n <= 0 or damp
+ * perq_sym_from_upper); it is not modified and may be freed once the factor
+ * exists (the factor holds n*n floats of its own). Reads opts->act_order and opts->damp. Errors: n <= 0 or damp
  * not positive and finite (PERQ_E_INVALID); a non-finite or negative diagonal
  * element (PERQ_E_INVALID); not positive definite even after the retries
  * (PERQ_E_INVALID); memory (PERQ_E_NOMEM). */
