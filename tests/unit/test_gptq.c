@@ -248,6 +248,7 @@ static void test_hessian_batches_equal_one_shot(void **state)
     assert_int_equal(at, T);
     assert_int_equal(hs.tokens, T);
     assert_int_equal(perq_hessian_finalize(&hs, &err), 0);
+    float *one_shot = hessian_of(x, T, N);
     for (int i = 0; i < N; i++)
         for (int j = 0; j < N; j++) {
             double want = 0.0;
@@ -257,7 +258,9 @@ static void test_hessian_batches_equal_one_shot(void **state)
             float got = hs.h[i * N + j];
             assert_true(fabs(got - want) <= 1e-5 * (fabs(want) + 1.0));
             assert_true(got == hs.h[j * N + i]);
+            assert_true(fabs(got - one_shot[i * N + j]) <= 1e-5 * (fabs(want) + 1.0));
         }
+    free(one_shot);
     /* No more rows once finalised. */
     assert_int_equal(perq_hessian_add(&hs, x, 1, &err), -1);
     assert_int_equal(err.code, PERQ_E_INVALID);
