@@ -66,13 +66,17 @@ static void attend_head(const float *q, const float *k, const float *v, float *o
 }
 
 void perq_attention(const float *q, const float *k, const float *v, float *out, int n_seqs, int seq_len,
-                    int heads, int kv_heads, int head_dim, float *scratch)
+                    int heads, int kv_heads, int head_dim, float *scratch, size_t scratch_floats)
 {
     int q_stride = heads * head_dim;
     int kv_stride = kv_heads * head_dim;
     int group = heads / kv_heads;
     int blas_threads = openblas_get_num_threads();
     int threads = omp_get_max_threads();
+    if ((size_t)threads * scratch_per_thread(seq_len) > scratch_floats)
+        threads = (int)(scratch_floats / scratch_per_thread(seq_len));
+    if (threads < 1)
+        threads = 1; /* a caller below one share broke the contract; do not make it worse */
     openblas_set_num_threads(1);
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int pair = 0; pair < n_seqs * heads; pair++) {

@@ -125,9 +125,9 @@ static json_t *real_or_null(double v)
 
 static int print_json(const perq_eval_result *r)
 {
-    json_t *obj = json_pack("{so so sI si ss si}", "ppl", real_or_null(r->ppl), "nll", real_or_null(r->nll), "tokens_scored",
-                            (json_int_t)r->tokens_scored, "chunks", r->chunks, "protocol", r->protocol, "ctx",
-                            r->ctx);
+    json_t *obj = json_pack("{so so sI si ss si}", "ppl", real_or_null(r->ppl), "nll", real_or_null(r->nll),
+                            "tokens_scored", (json_int_t)r->tokens_scored, "chunks", r->chunks, "protocol",
+                            r->protocol, "ctx", r->ctx);
     char *text = obj ? json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
     json_decref(obj);
     if (!text) {

@@ -17,6 +17,7 @@ struct perq_forward {
     float *attn;       /* [rows][q_dim]   attention output, input of o_proj */
     float *gate, *up;  /* [rows][intermediate] */
     float *scores;     /* attention scratch */
+    size_t scores_floats;
     float *rope_cos, *rope_sin;   /* [seq_len][head_dim/2] */
 };
 
@@ -85,6 +86,7 @@ int perq_forward_new(const perq_llama_config *cfg, int max_seqs, int seq_len, pe
     f->gate = p, p += s.inter;
     f->up = p, p += s.inter;
     f->scores = p, p += s.scores;
+    f->scores_floats = s.scores;
     f->rope_cos = p, p += s.rope;
     f->rope_sin = p;
     perq_rope_tables(cfg, cfg->head_dim, seq_len, f->rope_cos, f->rope_sin);
@@ -154,7 +156,7 @@ static int attention_block(const layer_call *c, const perq_layer_weights *w, flo
     perq_rope_apply(f->q, c->n_seqs, c->seq_len, cfg->num_attention_heads, hd, f->rope_cos, f->rope_sin);
     perq_rope_apply(f->k, c->n_seqs, c->seq_len, cfg->num_key_value_heads, hd, f->rope_cos, f->rope_sin);
     perq_attention(f->q, f->k, f->v, f->attn, c->n_seqs, c->seq_len, cfg->num_attention_heads,
-                   cfg->num_key_value_heads, hd, f->scores);
+                   cfg->num_key_value_heads, hd, f->scores, f->scores_floats);
     return linear(c, PERQ_LIN_O, f->attn, q_dim, false, w->o, hidden, h, 1.0f, err);
 }
 

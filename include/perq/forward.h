@@ -94,12 +94,13 @@ void perq_rope_apply(float *x, int n_seqs, int seq_len, int n_heads, int head_di
                      const float *cos_t, const float *sin_t);
 
 /* Causal attention with GQA. q [n_seqs*seq_len][heads*head_dim], k and v
- * [n_seqs*seq_len][kv_heads*head_dim] (RoPE applied), out like q. scratch:
- * perq_attention_scratch_floats(seq_len) floats (one score block per OpenMP
- * thread: size it with the thread count the call will run with). */
+ * [n_seqs*seq_len][kv_heads*head_dim] (RoPE applied), out like q. scratch
+ * holds scratch_floats floats, at least perq_attention_scratch_floats(seq_len)
+ * (one score block per OpenMP thread; less than that runs fewer threads, but
+ * never less than one thread's share). */
 size_t perq_attention_scratch_floats(int seq_len);
 void perq_attention(const float *q, const float *k, const float *v, float *out, int n_seqs, int seq_len,
-                    int heads, int kv_heads, int head_dim, float *scratch);
+                    int heads, int kv_heads, int head_dim, float *scratch, size_t scratch_floats);
 
 /* ---- the pass ------------------------------------------------------------ */
 

@@ -271,7 +271,8 @@ static void check_gqa(int heads, int kv_heads)
     fill(q, rows * heads * hd, 1.0f);
     fill(k, rows * kv_heads * hd, 1.0f);
     fill(v, rows * kv_heads * hd, 1.0f);
-    perq_attention(q, k, v, out, n_seqs, seq_len, heads, kv_heads, hd, scratch);
+    perq_attention(q, k, v, out, n_seqs, seq_len, heads, kv_heads, hd, scratch,
+                   perq_attention_scratch_floats(seq_len));
     naive_attention(q, k, v, want, n_seqs, seq_len, heads, kv_heads, hd);
     double diff = max_abs_diff(out, want, rows * heads * hd);
     if (diff > 1e-5)
@@ -299,13 +300,13 @@ static void test_attention_first_token_sees_only_itself(void **state)
     fill(k, 20, 2.0f);
     for (int i = 0; i < 20; i++)
         v[i] = (float)i;
-    perq_attention(q, k, v, out, 1, seq_len, 1, 1, hd, scratch);
+    perq_attention(q, k, v, out, 1, seq_len, 1, 1, hd, scratch, perq_attention_scratch_floats(seq_len));
     for (int d = 0; d < hd; d++)
         assert_float_equal(out[d], v[d], 0);
     /* Equal keys: every earlier value weighs the same, the output is their mean. */
     for (int i = 0; i < 20; i++)
         k[i] = 1.0f;
-    perq_attention(q, k, v, out, 1, seq_len, 1, 1, hd, scratch);
+    perq_attention(q, k, v, out, 1, seq_len, 1, 1, hd, scratch, perq_attention_scratch_floats(seq_len));
     for (int d = 0; d < hd; d++)
         assert_float_equal(out[4 * 4 + d], (v[d] + v[4 + d] + v[8 + d] + v[12 + d] + v[16 + d]) / 5, 1e-5);
     free(scratch);
