@@ -348,14 +348,15 @@ static int read_configs(perq_model *m, const char *dir, perq_err *err)
     if (asprintf(&path, "%s/config.json", dir) < 0)
         return perq_fail(err, PERQ_E_NOMEM, "out of memory");
     int rc = perq_read_file(path, MAX_CONFIG_BYTES, &text, &len, err);
-    if (rc == 0)
+    if (rc == 0) {
         rc = perq_llama_config_parse(text, len, &m->cfg, err);
-    if (rc == 0)
-        rc = perq_quant_config_parse(text, len, &m->quant, err);
-    if (rc == 0)
-        rc = check_config(&m->cfg, err);
-    if (rc != 0)
-        perq_err_context(err, "%s", path);
+        if (rc == 0)
+            rc = perq_quant_config_parse(text, len, &m->quant, err);
+        if (rc == 0)
+            rc = check_config(&m->cfg, err);
+        if (rc != 0)
+            perq_err_context(err, "%s", path);
+    }
     free(text);
     free(path);
     return rc;
