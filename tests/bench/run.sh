@@ -12,6 +12,7 @@ failed=0
 for b in "$root"/tests/bench/bench_*.sh; do
   [ -e "$b" ] || continue
   name=$(basename "$b" .sh)
+  [ "$name" != bench_common ] || continue   # helpers the others source
   echo "-- $name"
   # Figures go to stdout, progress to the log.
   if bash "$b" 2>"$logs/$name.log" | sed 's/^/   /'; [ "${PIPESTATUS[0]}" -eq 0 ]; then
