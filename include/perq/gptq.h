@@ -17,6 +17,9 @@
  *      rounded to the storage dtype, all chosen before any column is rounded
  *      ("static groups"). So the result is laid out exactly as any
  *      perq_int4_matrix, act-order or not, and GPTQ changes only the q values.
+ *      (The reference code's alternative, a group's scale taken from the
+ *      updated weights when the loop reaches it, would make groups follow the
+ *      visiting order under act-order and need a per-column group index.)
  *   3. act_order: columns are visited in order of descending diag(H) (ties by
  *      column index), the permutation undone in the result.
  *   4. lambda = damp * mean(diag(H)) is added to the diagonal; if a Cholesky
