@@ -340,12 +340,14 @@ manifest_entries() {
                   else to_entries[] | [.key, .value.bytes, .value.sha256] end | @tsv' "$1"
 }
 
-# ---- a model whose job runs for a few seconds ----------------------------------
+# ---- a job that runs for a few seconds -----------------------------------------
 
-# The synthetic checkpoint for jobs that must still be running when a test
-# acts on them (kill, cancel, restart). Cached under build/test-cache: synth
-# is deterministic per seed.
+# For tests that act on a running job (kill, cancel, restart): RTN on a
+# synthetic checkpoint followed by a short perplexity evaluation, so that the
+# job lasts seconds even when quantization gets faster. The checkpoint is
+# cached under build/test-cache (synth is deterministic per seed).
 SLOW_SYNTH=${SLOW_SYNTH:-"--preset tiny --layers 24 --seed 7"}
+SLOW_EVAL_CHUNKS=${SLOW_EVAL_CHUNKS:-4}
 
 slow_model_dir() {
   local key dir
@@ -361,10 +363,19 @@ slow_model_dir() {
   echo "$dir"
 }
 
-# upload_slow_model: uploads and commits it; sets MODEL_ID.
+# upload_slow_model: uploads and commits the checkpoint and the evaluation
+# text (dataset "slow-eval"); sets MODEL_ID.
 upload_slow_model() {
   local dir; dir=$(slow_model_dir)
+  head -c 100000 "$PERQ_SHARED/data/tinystories_valid_head.txt" >"$TMP/slow-eval.txt"
+  put_file /v1/datasets/slow-eval "$TMP/slow-eval.txt"; assert_status 201
   upload_model "$dir" slow-synth
+}
+
+# slow_spec MODEL: the job spec of the slow job.
+slow_spec() {
+  jq -nc --arg m "$1" --argjson c "$SLOW_EVAL_CHUNKS" \
+    '{model: $m, method: "rtn", weights: {group_size: null, algorithm: "rtn"}, eval: {dataset: "slow-eval", ctx: 256, chunks: $c}}'
 }
 
 # wait_worker JOB [TIMEOUT]: waits until the job runs in a worker; sets WORKER_PID.

@@ -46,7 +46,7 @@ expect_succeeded "$J2" 60
 
 step "SIGKILL while a job runs"
 upload_slow_model; SLOW=$MODEL_ID
-submit_job "$(rtn_spec "$SLOW" null)"; K=$JOB_ID
+submit_job "$(slow_spec "$SLOW")"; K=$JOB_ID
 wait_worker "$K"
 wait_job_status "$K" running 10
 kill_perqd
