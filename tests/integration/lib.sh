@@ -56,7 +56,7 @@ procs_matching() {
   local d args
   for d in /proc/[0-9]*; do
     [ "${d#/proc/}" != "$$" ] && [ "${d#/proc/}" != "$BASHPID" ] || continue
-    mapfile -d '' args <"$d/cmdline" 2>/dev/null || continue
+    { mapfile -d '' args <"$d/cmdline"; } 2>/dev/null || continue   # it may have ended
     [[ "${args[*]-}" =~ $1 ]] && echo "${d#/proc/}"
   done
   return 0
