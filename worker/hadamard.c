@@ -15,8 +15,9 @@
 /* Floats per sgemm tile: large enough for OpenBLAS to spread over its
  * threads, small enough for a modest scratch buffer. */
 #define TILE_FLOATS (1 << 20)
-/* Columns gathered at once by perq_rotation_left. */
-#define LEFT_TILE_COLS 64
+/* Floats of a column strip that perq_rotation_left transforms across all the
+ * rows of a block at once: small enough to stay in the L2 cache. */
+#define LEFT_STRIP_FLOATS (1 << 18)
 
 const char *perq_rotation_kind_name(perq_rotation_kind kind)
 {
@@ -35,41 +36,59 @@ static int is_power_of_two(size_t n)
 
 /* ---- fast Walsh-Hadamard transform --------------------------------------- */
 
-/* The butterflies of two consecutive stages (spans h and 2h) in one pass over
- * the data: each group of four spans a, b, c, d becomes
- * a+b+c+d, a-b+c-d, a+b-c-d, a-b-c+d. */
-static void radix4_pass(float *x, size_t len, size_t h)
+/* The library is built for baseline x86-64 (SSE2); the transform is compiled
+ * again for AVX2 and AVX-512 and the best one is picked at load time. */
+#if defined(__x86_64__) && defined(__ELF__)
+#define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+/* clang at -O1 (the fuzz build) may decline to vectorise an omp simd loop and
+ * says so with a warning; that costs speed only. */
+#if defined(__clang__)
+#pragma clang diagnostic ignored "-Wpass-failed"
+#endif
+
+/* Two consecutive stages (spans h and 2h) on four vectors of len floats at
+ * once: a, b, c, d become a+b+c+d, a-b+c-d, a+b-c-d, a-b-c+d. */
+static inline void butterfly4(float *a, float *b, float *c, float *d, size_t len)
 {
-    for (size_t i = 0; i < len; i += 4 * h) {
-        float *a = x + i, *b = a + h, *c = b + h, *d = c + h;
 #pragma omp simd
-        for (size_t j = 0; j < h; j++) {
-            float s0 = a[j] + b[j], d0 = a[j] - b[j];
-            float s1 = c[j] + d[j], d1 = c[j] - d[j];
-            a[j] = s0 + s1;
-            b[j] = d0 + d1;
-            c[j] = s0 - s1;
-            d[j] = d0 - d1;
-        }
+    for (size_t j = 0; j < len; j++) {
+        float s0 = a[j] + b[j], d0 = a[j] - b[j];
+        float s1 = c[j] + d[j], d1 = c[j] - d[j];
+        a[j] = s0 + s1;
+        b[j] = d0 + d1;
+        c[j] = s0 - s1;
+        d[j] = d0 - d1;
     }
 }
 
-static void radix2_pass(float *x, size_t len, size_t h)
+static inline void butterfly2(float *a, float *b, size_t len)
 {
-    for (size_t i = 0; i < len; i += 2 * h) {
-        float *a = x + i, *b = a + h;
 #pragma omp simd
-        for (size_t j = 0; j < h; j++) {
-            float u = a[j], v = b[j];
-            a[j] = u + v;
-            b[j] = u - v;
-        }
+    for (size_t j = 0; j < len; j++) {
+        float u = a[j], v = b[j];
+        a[j] = u + v;
+        b[j] = u - v;
     }
+}
+
+static inline void radix4_pass(float *x, size_t len, size_t h)
+{
+    for (size_t i = 0; i < len; i += 4 * h)
+        butterfly4(x + i, x + i + h, x + i + 2 * h, x + i + 3 * h, h);
+}
+
+static inline void radix2_pass(float *x, size_t len, size_t h)
+{
+    for (size_t i = 0; i < len; i += 2 * h)
+        butterfly2(x + i, x + i + h, h);
 }
 
 /* The first three stages on spans of 1, 2 and 4 within each group of eight,
  * where the generic passes would run loops of one to four iterations. */
-static void radix8_first_pass(float *x, size_t len)
+static inline void radix8_first_pass(float *x, size_t len)
 {
     for (size_t i = 0; i < len; i += 8) {
         float *v = x + i;
@@ -82,11 +101,12 @@ static void radix8_first_pass(float *x, size_t len)
     }
 }
 
-/* Unnormalised transform of x[len] whose blocks of `first` contiguous floats
+/* Normalised transform of x[len] whose blocks of `first` contiguous floats
  * are the elements being combined (first = 1: a plain transform; first = m:
- * the 2^k part of S (x) F on a row viewed as X[len/m][m]). len / first must be
- * a power of two. */
-static void fwht_spans(float *x, size_t len, size_t first)
+ * the 2^k part of S (x) F on a row viewed as X[len/m][m]), times `scale`.
+ * len / first must be a power of two. */
+VECTOR_CLONES
+static void fwht_spans(float *x, size_t len, size_t first, float scale)
 {
     size_t h = first;
     if (h == 1 && len >= 8) {
@@ -97,13 +117,34 @@ static void fwht_spans(float *x, size_t len, size_t first)
         radix4_pass(x, len, h);
     if (2 * h <= len)
         radix2_pass(x, len, h);
-}
-
-static void scale_floats(float *x, size_t len, float s)
-{
 #pragma omp simd
     for (size_t j = 0; j < len; j++)
-        x[j] *= s;
+        x[j] *= scale;
+}
+
+/* The transform across the p rows of a strip, times scale: element (a, t)
+ * is x[a*stride + t] for t < len, and each row's segment is one element of
+ * the transform. p must be a power of two. */
+VECTOR_CLONES
+static void fwht_across_rows(float *x, size_t p, size_t stride, size_t len, float scale)
+{
+    size_t h = 1;
+    for (; 4 * h <= p; h *= 4)
+        for (size_t i = 0; i < p; i += 4 * h)
+            for (size_t j = i; j < i + h; j++) {
+                float *a = x + j * stride;
+                butterfly4(a, a + h * stride, a + 2 * h * stride, a + 3 * h * stride, len);
+            }
+    if (2 * h <= p)
+        for (size_t i = 0; i < p; i += 2 * h)
+            for (size_t j = i; j < i + h; j++)
+                butterfly2(x + j * stride, x + (j + h) * stride, len);
+    for (size_t a = 0; a < p; a++) {
+        float *row = x + a * stride;
+#pragma omp simd
+        for (size_t t = 0; t < len; t++)
+            row[t] *= scale;
+    }
 }
 
 /* x[rows][len] <- each row through fwht_spans, scaled by `scale`. */
@@ -112,9 +153,7 @@ static void fwht_rows(float *x, size_t rows, size_t len, size_t first, float sca
     long n_rows = (long)rows;
 #pragma omp parallel for schedule(static) if (rows * len >= PARALLEL_MIN_FLOATS && rows > 1)
     for (long r = 0; r < n_rows; r++) {
-        float *row = x + (size_t)r * len;
-        fwht_spans(row, len, first);
-        scale_floats(row, len, scale);
+        fwht_spans(x + (size_t)r * len, len, first, scale);
     }
 }
 
@@ -270,35 +309,58 @@ int perq_rotation_right(const perq_rotation *r, float *x, size_t rows, size_t wi
     return rotate_rows(r, x, rows * (width / (size_t)r->n), op, err);
 }
 
-/* op(R) w on a block of n rows: each column c, as a row, becomes
- * w_c^T op(R)^T, so columns are gathered LEFT_TILE_COLS at a time into rows,
- * rotated with the transposed op, and scattered back. */
+/* op(R) w for one block w[n][cols], viewed as p slabs W_a of m rows:
+ * op(R) = S_p / sqrt(p) (x) op(F), so the slabs are first combined by the
+ * transform across rows (in column strips that stay in cache, in parallel),
+ * then each slab becomes op(F) W_a (sgemm on column tiles). */
+static int rotate_block_left(const perq_rotation *r, float *w, size_t cols, perq_rot_op op, float *scratch,
+                             size_t tile_cols)
+{
+    size_t m = (size_t)r->m, p = (size_t)r->p, slab = m * cols;
+    if (p > 1) {
+        size_t strip = LEFT_STRIP_FLOATS / p;
+        strip = strip < 16 ? 16 : strip - strip % 16;
+        long n_strips = (long)((slab + strip - 1) / strip);
+        float scale = 1.0f / sqrtf((float)p);
+#pragma omp parallel for schedule(static) if (p * slab >= PARALLEL_MIN_FLOATS && n_strips > 1)
+        for (long s = 0; s < n_strips; s++) {
+            size_t t0 = (size_t)s * strip;
+            fwht_across_rows(w + t0, p, slab, slab - t0 < strip ? slab - t0 : strip, scale);
+        }
+    }
+    if (m == 1)
+        return 0;
+    for (size_t a = 0; a < p; a++) {
+        float *rows = w + a * slab;
+        for (size_t c0 = 0; c0 < cols; c0 += tile_cols) {
+            size_t tc = cols - c0 < tile_cols ? cols - c0 : tile_cols;
+            cblas_sgemm(CblasRowMajor, op == PERQ_ROT_T ? CblasTrans : CblasNoTrans, CblasNoTrans, (int)m, (int)tc,
+                        (int)m, 1.0f, r->factor, (int)m, rows + c0, (int)cols, 0.0f, scratch, (int)tc);
+            for (size_t b = 0; b < m; b++)
+                memcpy(rows + b * cols + c0, scratch + b * tc, tc * sizeof *scratch);
+        }
+    }
+    return 0;
+}
+
 int perq_rotation_left(const perq_rotation *r, float *w, size_t width, size_t cols, perq_rot_op op,
                        perq_err *err)
 {
     if (check_width(r, width, "matrix", err) != 0)
         return -1;
-    size_t n = (size_t)r->n;
-    perq_rot_op row_op = (op == PERQ_ROT_T) ? PERQ_ROT_N : PERQ_ROT_T;
-    float *tile = malloc(LEFT_TILE_COLS * n * sizeof *tile);
-    if (!tile)
+    size_t n = (size_t)r->n, m = (size_t)r->m;
+    size_t tile_cols = TILE_FLOATS / m;
+    if (tile_cols > cols)
+        tile_cols = cols;
+    if (tile_cols < 1)
+        tile_cols = 1;
+    float *scratch = NULL;
+    if (m > 1 && !(scratch = malloc(m * tile_cols * sizeof *scratch)))
         return perq_fail(err, PERQ_E_NOMEM, "rotation of width %d", r->n);
-    int rc = 0;
-    for (size_t block = 0; block < width / n && rc == 0; block++) {
-        float *rows = w + block * n * cols;
-        for (size_t c0 = 0; c0 < cols && rc == 0; c0 += LEFT_TILE_COLS) {
-            size_t tc = cols - c0 < LEFT_TILE_COLS ? cols - c0 : LEFT_TILE_COLS;
-            for (size_t i = 0; i < n; i++)
-                for (size_t c = 0; c < tc; c++)
-                    tile[c * n + i] = rows[i * cols + c0 + c];
-            rc = rotate_rows(r, tile, tc, row_op, err);
-            for (size_t i = 0; i < n && rc == 0; i++)
-                for (size_t c = 0; c < tc; c++)
-                    rows[i * cols + c0 + c] = tile[c * n + i];
-        }
-    }
-    free(tile);
-    return rc;
+    for (size_t block = 0; block < width / n; block++)
+        rotate_block_left(r, w + block * n * cols, cols, op, scratch, tile_cols);
+    free(scratch);
+    return 0;
 }
 
 void perq_rotation_matrix(const perq_rotation *r, float *out)

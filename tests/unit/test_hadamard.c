@@ -348,6 +348,45 @@ static void test_fast_equals_explicit(void **state)
     }
 }
 
+/* The left form on wide matrices: column strips in parallel (1536 = 128 x 12)
+ * and several sgemm column tiles (924: tiles of 1134 columns). Sampled
+ * columns against the explicit matrix, and R (R^T W) = W for all of them. */
+static void test_left_wide(void **state)
+{
+    (void)state;
+    const struct {
+        size_t n, cols;
+    } cases[] = {{1536, 700}, {924, 1200}};
+    for (size_t t = 0; t < 2; t++) {
+        size_t n = cases[t].n, cols = cases[t].cols;
+        perq_rotation r;
+        perq_err err = {0};
+        assert_int_equal(perq_rotation_init(&r, (int)n, 2, &err), 0);
+        float *R = malloc(n * n * sizeof *R);
+        perq_rotation_matrix(&r, R);
+        float *w = random_matrix(n, cols), *w0 = malloc(n * cols * sizeof *w0);
+        memcpy(w0, w, n * cols * sizeof *w);
+        assert_int_equal(perq_rotation_left(&r, w, n, cols, PERQ_ROT_T, &err), 0);
+        const size_t sample[] = {0, 1, cols / 2, cols - 2, cols - 1};
+        float column[1536];
+        double want[1536];
+        for (size_t k = 0; k < 5; k++) {
+            size_t c = sample[k];
+            for (size_t i = 0; i < n; i++)
+                column[i] = w0[i * cols + c];
+            reference_right(column, 1, R, n, 0, want); /* (R^T w_c)^T = w_c^T R */
+            for (size_t i = 0; i < n; i++)
+                if (fabs(w[i * cols + c] - want[i]) > 1e-5)
+                    fail_msg("width %zu column %zu row %zu: %g, expected %g", n, c, i, w[i * cols + c], want[i]);
+        }
+        assert_int_equal(perq_rotation_left(&r, w, n, cols, PERQ_ROT_N, &err), 0);
+        for (size_t i = 0; i < n * cols; i++)
+            assert_float_equal(w[i], w0[i], 1e-5);
+        free(R), free(w), free(w0);
+        perq_rotation_free(&r);
+    }
+}
+
 /* The orientation the folding relies on: rotating activations and a weight's
  * input columns alike leaves y = x W^T unchanged, and rotating the weight's
  * output rows by R^T rotates y by R. */
@@ -560,6 +599,7 @@ int main(void)
         cmocka_unit_test(test_small_widths_orthogonal),
         cmocka_unit_test(test_large_widths_orthogonal),
         cmocka_unit_test(test_fast_equals_explicit),
+        cmocka_unit_test(test_left_wide),
         cmocka_unit_test(test_folding_orientation),
         cmocka_unit_test(test_block_rotations),
         cmocka_unit_test(test_width_must_be_a_multiple),
