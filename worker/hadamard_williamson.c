@@ -34,6 +34,8 @@
 /* Pairs sorted over all the groups of one order before giving up (about a
  * quarter of a second): the searches that succeed are far smaller. */
 #define PAIR_BUDGET (1L << 21)
+/* Autocorrelation sums (at most 2n in size) must fit in int16_t. */
+#define MAX_ORDER 8191
 
 typedef struct {
     int n;
@@ -119,11 +121,10 @@ static void autocorrelations(const orbit_split *s, const int8_t *a, int16_t *out
     }
 }
 
-static int n_equations; /* for the qsort comparator: nonzero orbits in use */
-
+/* Sums beyond the orbits in use are 0 on both sides. */
 static int compare_sums(const int16_t *a, const int16_t *b)
 {
-    for (int k = 0; k < n_equations; k++)
+    for (int k = 0; k < MAX_ORBITS - 1; k++)
         if (a[k] != b[k])
             return a[k] < b[k] ? -1 : 1;
     return 0;
@@ -181,11 +182,10 @@ static int search_split(const orbit_split *s, int codes[4], perq_err *err)
             for (int k = 0; k < eq; k++)
                 p->sum[k] = (int16_t)(corr[(size_t)i * eq + k] + corr[(size_t)j * eq + k]);
         }
-    n_equations = eq;
     qsort(pairs, (size_t)n_pairs, sizeof *pairs, compare_pairs);
     int found = 0;
     for (long p = 0; p < n_pairs && !found; p++) {
-        int16_t target[MAX_ORBITS - 1];
+        int16_t target[MAX_ORBITS - 1] = {0};
         for (int k = 0; k < eq; k++)
             target[k] = (int16_t)-pairs[p].sum[k];
         long q = find_sum(pairs, n_pairs, target);
@@ -277,7 +277,7 @@ done:
 
 int perq_williamson_sequences(int n, int8_t *seq, char *how, size_t how_size, perq_err *err)
 {
-    if (n < 3 || n % 2 == 0)
+    if (n < 3 || n % 2 == 0 || n > MAX_ORDER)
         return 0;
     group_choice *choices;
     int n_choices;
