@@ -101,9 +101,9 @@ static inline void radix8_first_pass(float *x, size_t len)
     }
 }
 
-/* Normalised transform of x[len] whose blocks of `first` contiguous floats
- * are the elements being combined (first = 1: a plain transform; first = m:
- * the 2^k part of S (x) F on a row viewed as X[len/m][m]), times `scale`.
+/* The transform of x[len], times scale, where blocks of `first` contiguous
+ * floats are the elements being combined (first = 1: a plain transform;
+ * first = m: the S part of S (x) F on a row viewed as X[len/m][m]).
  * len / first must be a power of two. */
 VECTOR_CLONES
 static void fwht_spans(float *x, size_t len, size_t first, float scale)
@@ -152,9 +152,8 @@ static void fwht_rows(float *x, size_t rows, size_t len, size_t first, float sca
 {
     long n_rows = (long)rows;
 #pragma omp parallel for schedule(static) if (rows * len >= PARALLEL_MIN_FLOATS && rows > 1)
-    for (long r = 0; r < n_rows; r++) {
+    for (long r = 0; r < n_rows; r++)
         fwht_spans(x + (size_t)r * len, len, first, scale);
-    }
 }
 
 int perq_fwht(float *x, size_t rows, int n)

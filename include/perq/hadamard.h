@@ -9,10 +9,11 @@
  *     Walsh-Hadamard matrix, applied by the fast transform alone.
  *   - PERQ_ROT_HADAMARD: F = H_m / sqrt(m) for a +-1 Hadamard matrix H_m that
  *     perq_hadamard_construct builds; m is the smallest order 2^j * odd(n)
- *     (j = 0, 1, ...) that it builds, so R is itself a Hadamard matrix / sqrt(n).
- *   - PERQ_ROT_RANDOM_ORTHOGONAL: no Hadamard order 2^j * odd(n) dividing n is
- *     built here; F is a seeded random orthogonal matrix of order m = odd(n)
- *     (perq_random_orthogonal). The job report must say so (`how` names it).
+ *     (j = 0, 1, ...) up to PERQ_ROTATION_MAX_FACTOR that it builds, so R is
+ *     itself a Hadamard matrix / sqrt(n).
+ *   - PERQ_ROT_RANDOM_ORTHOGONAL: no such order is built here; F is a seeded
+ *     random orthogonal matrix of order m = odd(n) (perq_random_orthogonal).
+ *     The job report must say so (kind and `how` name it).
  * Viewing a row x as X[p][m] (chunk a = x[a*m .. a*m+m-1]), x R = S_p X F / sqrt(p):
  * a Walsh-Hadamard transform that combines whole m-long chunks, then every
  * chunk times F (one sgemm over all chunks of all rows).
@@ -28,7 +29,8 @@
  * Block-diagonal rotations. Both functions take the full width of the data; it
  * must be a multiple of r->n, and they apply diag(R, ..., R): every consecutive
  * n-wide piece of a row (right) or every consecutive block of n rows (left) is
- * rotated on its own. width == n is the full rotation. */
+ * rotated on its own. width == n is the full rotation.
+ * A rotation is read-only once built: threads may apply one at the same time. */
 #ifndef PERQ_HADAMARD_H
 #define PERQ_HADAMARD_H
 
@@ -61,7 +63,8 @@ typedef struct perq_rotation {
 } perq_rotation;
 
 /* Plans and builds the rotation of width n (n >= 1). seed is used only when a
- * random orthogonal factor is needed. r is zeroed on failure. */
+ * random orthogonal factor is needed. Planning may run the Williamson search
+ * (a fraction of a second at worst). r is zeroed on failure. */
 int perq_rotation_init(perq_rotation *r, int n, uint64_t seed, perq_err *err);
 void perq_rotation_free(perq_rotation *r);
 
