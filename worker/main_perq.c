@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "perq/blas.h"
 
 static const struct {
     const char *name;
@@ -26,6 +27,7 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+    perq_blas_choose_kernel(argc, argv);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
