@@ -27,6 +27,7 @@ typedef struct ct_tensor {
 
 struct perq_ct_export {
     perq_ct_options opt;
+    const json_t *config_patch, *quant_patch;
     ct_tensor *tensors;
     size_t n, cap;
 };
@@ -40,6 +41,12 @@ perq_ct_export *perq_ct_new(const perq_ct_options *opt)
     if (x->opt.shard_bytes == 0)
         x->opt.shard_bytes = PERQ_CT_SHARD_BYTES;
     return x;
+}
+
+void perq_ct_set_patches(perq_ct_export *x, const json_t *config_patch, const json_t *quant_patch)
+{
+    x->config_patch = config_patch;
+    x->quant_patch = quant_patch;
 }
 
 void perq_ct_free(perq_ct_export *x)
@@ -88,6 +95,22 @@ static int push(perq_ct_export *x, const char *name, perq_dtype dtype, int ndim,
 int perq_ct_add_tensor(perq_ct_export *x, const perq_tensor *t, perq_err *err)
 {
     return push(x, t->name, t->dtype, t->ndim, t->shape, t->data, t->nbytes, NULL, err);
+}
+
+int perq_ct_add_f32(perq_ct_export *x, const char *name, perq_dtype dtype, int ndim, const int64_t *shape,
+                    const float *values, perq_err *err)
+{
+    if (!perq_dtype_is_float(dtype) || dtype == PERQ_DT_F64)
+        return perq_fail(err, PERQ_E_UNSUPPORTED, "%s: dtype %s", name, perq_dtype_name(dtype));
+    size_t n = 1;
+    for (int d = 0; d < ndim; d++)
+        n *= (size_t)shape[d];
+    size_t nbytes = n * perq_dtype_size(dtype);
+    void *data = malloc(nbytes ? nbytes : 1);
+    if (!data)
+        return perq_fail(err, PERQ_E_NOMEM, "out of memory for %s", name);
+    perq_from_f32(dtype, values, data, n);
+    return push(x, name, dtype, ndim, shape, data, nbytes, data, err);
 }
 
 static int add_owned(perq_ct_export *x, const char *prefix, const char *part, perq_dtype dtype, int ndim,
@@ -157,7 +180,7 @@ json_t *perq_ct_quantization_config(const perq_ct_options *opt)
                      "pack-quantized", "ignore", "lm_head", "kv_cache_scheme", "version", PERQ_CT_VERSION);
 }
 
-static int write_config(const perq_ct_options *opt, const char *in_path, const char *out_path, perq_err *err)
+static int write_config(const perq_ct_export *x, const char *in_path, const char *out_path, perq_err *err)
 {
     json_error_t jerr;
     json_t *config = json_load_file(in_path, JSON_REJECT_DUPLICATES, &jerr);
@@ -167,8 +190,12 @@ static int write_config(const perq_ct_options *opt, const char *in_path, const c
         json_decref(config);
         return perq_fail(err, PERQ_E_FORMAT, "%s: not a JSON object", in_path);
     }
-    json_t *qc = perq_ct_quantization_config(opt);
+    json_t *qc = perq_ct_quantization_config(&x->opt);
     int rc = qc ? 0 : perq_fail(err, PERQ_E_NOMEM, "out of memory");
+    if (rc == 0 && x->config_patch)
+        json_object_update(config, (json_t *)x->config_patch);
+    if (rc == 0 && x->quant_patch)
+        json_object_update(qc, (json_t *)x->quant_patch);
     if (rc == 0) {
         json_object_set_new(config, "quantization_config", qc);
         rc = perq_write_json_atomic(out_path, config, err);
@@ -307,7 +334,7 @@ int perq_ct_write(perq_ct_export *x, const char *in_dir, const char *out_dir, pe
     if (write_tensors(x, out_dir, &wr, n_shards, total, err) != 0)
         return -1;
     if (join(src, sizeof src, in_dir, "config.json", err) != 0 ||
-        join(dst, sizeof dst, out_dir, "config.json", err) != 0 || write_config(&x->opt, src, dst, err) != 0 ||
+        join(dst, sizeof dst, out_dir, "config.json", err) != 0 || write_config(x, src, dst, err) != 0 ||
         file_done(&wr, "config.json", err) != 0)
         return -1;
     for (size_t i = 0; i < n_side; i++) {

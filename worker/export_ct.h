@@ -39,10 +39,18 @@ typedef struct perq_ct_export perq_ct_export;
 
 perq_ct_export *perq_ct_new(const perq_ct_options *opt);
 void perq_ct_free(perq_ct_export *x);
+/* Keys set on config.json (e.g. tie_word_embeddings false for an untied head)
+ * and on its quantization_config (e.g. transform_config for an online
+ * rotation). Either may be NULL; both are borrowed until perq_ct_write returns. */
+void perq_ct_set_patches(perq_ct_export *x, const json_t *config_patch, const json_t *quant_patch);
 
 /* A tensor written as it is. Borrowed: t->data must stay valid until
  * perq_ct_write returns (the input checkpoint stays open). */
 int perq_ct_add_tensor(perq_ct_export *x, const perq_tensor *t, perq_err *err);
+/* A tensor computed in memory (a folded embedding, norm or head): fp32 values
+ * converted to dtype and kept by the export. */
+int perq_ct_add_f32(perq_ct_export *x, const char *name, perq_dtype dtype, int ndim, const int64_t *shape,
+                    const float *values, perq_err *err);
 /* A quantized linear: packs m->q and converts m->scales to scale_dtype (they
  * must be representable there: perq_int4_rtn_as). m can be freed afterwards;
  * the export keeps only the packed words and the scales. */
