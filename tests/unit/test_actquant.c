@@ -12,28 +12,19 @@
 #include <string.h>
 
 #include "perq/actquant.h"
+#include "testutil.h"
 
 /* |a - b| <= tol in double (cmocka's float comparison is fp32). */
 #define assert_close(a, b, tol) assert_true(fabs((double)(a) - (double)(b)) <= (tol))
 
 static uint32_t rng_state = 88172645u;
-static uint32_t rng_next(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 17;
-    rng_state ^= rng_state << 5;
-    return rng_state;
-}
-static float rng_uniform(void) /* (-1, 1) */
-{
-    return ((float)(rng_next() >> 8) / 8388608.0f) * 2.0f - 1.0f;
-}
+
 /* Activation-like rows: small values with a few outlier channels. */
 static void fill_activations(float *x, int tokens, int cols)
 {
     for (int t = 0; t < tokens; t++)
         for (int c = 0; c < cols; c++)
-            x[(size_t)t * cols + c] = (c % 23 == 5 ? 40.0f : 1.0f) * rng_uniform();
+            x[(size_t)t * cols + c] = (c % 23 == 5 ? 40.0f : 1.0f) * xorshift32_float(&rng_state);
 }
 
 /* Row A: lo -1, hi 2, scale 3/15 = 0.2f, zero round(1 / 0.2f) = 5;

@@ -20,6 +20,7 @@
 #include "perq/model.h"
 #include "perq/perplexity.h"
 #include "perq/safetensors.h"
+#include "testutil.h"
 #include "vecmath.h"
 
 /* ---- helpers -------------------------------------------------------------------- */
@@ -28,10 +29,7 @@ static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 
 static float uniform(float lo, float hi)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return lo + (hi - lo) * (float)((rng_state >> 11) * (1.0 / 9007199254740992.0));
+    return lo + (hi - lo) * (float)((xorshift64(&rng_state) >> 11) * (1.0 / 9007199254740992.0));
 }
 
 static void fill(float *x, size_t n, float scale)

@@ -12,36 +12,12 @@
 #include <cmocka.h>
 
 #include "perq/fsutil.h"
-
-static char *shared_path(const char *rel)
-{
-    const char *root = getenv("PERQ_SHARED");
-    char *p;
-    assert_true(asprintf(&p, "%s/%s", root && *root ? root : "../shared", rel) > 0);
-    return p;
-}
+#include "testutil.h"
 
 static int make_tmpdir(void **state)
 {
-    char tmpl[] = "/tmp/perq-fsutil-XXXXXX";
-    assert_non_null(mkdtemp(tmpl));
-    *state = strdup(tmpl);
+    *state = test_tmpdir("fsutil");
     return 0;
-}
-
-static int remove_tmpdir(void **state)
-{
-    perq_err err;
-    int rc = perq_remove_tree(*state, &err);
-    free(*state);
-    return rc;
-}
-
-static char *in_dir(void **state, const char *name)
-{
-    char *p;
-    assert_true(asprintf(&p, "%s/%s", (char *)*state, name) > 0);
-    return p;
 }
 
 static size_t count_entries(const char *dir)
@@ -94,7 +70,7 @@ static void test_sha256_file_matches_sha256sum(void **state)
 
 static void test_atomic_write_leaves_no_temp(void **state)
 {
-    char *path = in_dir(state, "out.json");
+    char *path = in_dir(*state, "out.json");
     perq_err err;
     assert_int_equal(perq_write_file_atomic(path, "first", 5, &err), 0);
     assert_int_equal(perq_write_file_atomic(path, "second!", 7, &err), 0);
@@ -108,7 +84,7 @@ static void test_atomic_write_leaves_no_temp(void **state)
     free(data);
 
     /* A write that cannot happen leaves the old file and no temporary. */
-    char *missing = in_dir(state, "no/such/dir/file");
+    char *missing = in_dir(*state, "no/such/dir/file");
     assert_int_equal(perq_write_file_atomic(missing, "x", 1, &err), -1);
     assert_int_equal(count_entries(*state), 1);
     free(missing);
@@ -117,7 +93,7 @@ static void test_atomic_write_leaves_no_temp(void **state)
 
 static void test_atomic_file_abort_removes_temp(void **state)
 {
-    char *path = in_dir(state, "big.bin");
+    char *path = in_dir(*state, "big.bin");
     perq_err err;
     perq_atomic_file f;
     assert_int_equal(perq_atomic_open(&f, path, &err), 0);
@@ -138,7 +114,7 @@ static void test_atomic_file_abort_removes_temp(void **state)
 
 static void test_read_file_limit(void **state)
 {
-    char *path = in_dir(state, "ten");
+    char *path = in_dir(*state, "ten");
     perq_err err;
     assert_int_equal(perq_write_file_atomic(path, "0123456789", 10, &err), 0);
     char *data = NULL;
@@ -155,8 +131,8 @@ static void test_read_file_limit(void **state)
 
 static void test_copy_and_mkdirs(void **state)
 {
-    char *deep = in_dir(state, "a/b/c");
-    char *dst = in_dir(state, "a/b/c/copy.safetensors");
+    char *deep = in_dir(*state, "a/b/c");
+    char *dst = in_dir(*state, "a/b/c/copy.safetensors");
     char *src = shared_path("models/stories260K/model.safetensors");
     perq_err err;
     assert_int_equal(perq_mkdirs(deep, &err), 0);
@@ -177,11 +153,11 @@ static void test_copy_and_mkdirs(void **state)
 
 static void test_remove_tree_keeps_symlink_targets(void **state)
 {
-    char *keep = in_dir(state, "keep");
-    char *keep_file = in_dir(state, "keep/precious");
-    char *doomed = in_dir(state, "doomed/x/y");
-    char *link = in_dir(state, "doomed/x/link");
-    char *top = in_dir(state, "doomed");
+    char *keep = in_dir(*state, "keep");
+    char *keep_file = in_dir(*state, "keep/precious");
+    char *doomed = in_dir(*state, "doomed/x/y");
+    char *link = in_dir(*state, "doomed/x/link");
+    char *top = in_dir(*state, "doomed");
     perq_err err;
     assert_int_equal(perq_mkdirs(keep, &err), 0);
     assert_int_equal(perq_write_file_atomic(keep_file, "p", 1, &err), 0);
@@ -204,11 +180,11 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sha256_known_digests),
         cmocka_unit_test(test_sha256_file_matches_sha256sum),
-        cmocka_unit_test_setup_teardown(test_atomic_write_leaves_no_temp, make_tmpdir, remove_tmpdir),
-        cmocka_unit_test_setup_teardown(test_atomic_file_abort_removes_temp, make_tmpdir, remove_tmpdir),
-        cmocka_unit_test_setup_teardown(test_read_file_limit, make_tmpdir, remove_tmpdir),
-        cmocka_unit_test_setup_teardown(test_copy_and_mkdirs, make_tmpdir, remove_tmpdir),
-        cmocka_unit_test_setup_teardown(test_remove_tree_keeps_symlink_targets, make_tmpdir, remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_atomic_write_leaves_no_temp, make_tmpdir, test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_atomic_file_abort_removes_temp, make_tmpdir, test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_read_file_limit, make_tmpdir, test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_copy_and_mkdirs, make_tmpdir, test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_remove_tree_keeps_symlink_targets, make_tmpdir, test_remove_tmpdir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

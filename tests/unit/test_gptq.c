@@ -15,25 +15,16 @@
 
 #include "perq/gptq.h"
 #include "perq/int4.h"
+#include "testutil.h"
 
 /* ---- test data ------------------------------------------------------------ */
 
 static uint32_t rng_state = 2463534242u;
 static void rng_seed(uint32_t s) { rng_state = s ? s : 1u; }
-static uint32_t rng_next(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 17;
-    rng_state ^= rng_state << 5;
-    return rng_state;
-}
-static double rng_uniform(void) /* (0, 1) */
-{
-    return ((double)(rng_next() >> 8) + 0.5) / 16777216.0;
-}
 static float rng_normal(void)
 {
-    return (float)(sqrt(-2.0 * log(rng_uniform())) * cos(6.283185307179586 * rng_uniform()));
+    return (float)(sqrt(-2.0 * log(xorshift32_unit(&rng_state))) *
+                   cos(6.283185307179586 * xorshift32_unit(&rng_state)));
 }
 /* Weights with a few large elements, so that scales clip and rounding matters. */
 static float *random_weights(int rows, int cols)
@@ -41,7 +32,7 @@ static float *random_weights(int rows, int cols)
     float *w = malloc((size_t)rows * cols * sizeof *w);
     assert_non_null(w);
     for (int i = 0; i < rows * cols; i++)
-        w[i] = (rng_next() % 32 == 0 ? 4.0f : 1.0f) * rng_normal();
+        w[i] = (xorshift32(&rng_state) % 32 == 0 ? 4.0f : 1.0f) * rng_normal();
     return w;
 }
 /* X = Z A + noise: a few directions shared by all columns, so that H is far from diagonal. */

@@ -17,27 +17,18 @@
 #include <cblas.h>
 
 #include "perq/hadamard.h"
+#include "testutil.h"
 
 #define ORTHO_TOL 1e-5
 
 static uint32_t rng_state = 2463534242u;
-static uint32_t rng_next(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 17;
-    rng_state ^= rng_state << 5;
-    return rng_state;
-}
-static float rng_uniform(void) /* (-1, 1) */
-{
-    return ((float)(rng_next() >> 8) / 8388608.0f) * 2.0f - 1.0f;
-}
+
 static float *random_matrix(size_t rows, size_t cols)
 {
     float *x = malloc(rows * cols * sizeof *x);
     assert_non_null(x);
     for (size_t i = 0; i < rows * cols; i++)
-        x[i] = rng_uniform();
+        x[i] = xorshift32_float(&rng_state);
     return x;
 }
 
@@ -266,7 +257,7 @@ static void test_large_widths_orthogonal(void **state)
         }
         float *rows = calloc((size_t)SAMPLES * n, sizeof *rows);
         for (int s = 0; s < SAMPLES; s++) {
-            size_t i = s == 0 ? 0 : s == 1 ? (size_t)n - 1 : rng_next() % (size_t)n;
+            size_t i = s == 0 ? 0 : s == 1 ? (size_t)n - 1 : xorshift32(&rng_state) % (size_t)n;
             rows[(size_t)s * n + i] = 1.0f;
         }
         assert_int_equal(perq_rotation_right(&r, rows, SAMPLES, (size_t)n, PERQ_ROT_N, &err), 0);

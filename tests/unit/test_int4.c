@@ -12,24 +12,14 @@
 
 #include "perq/dtype.h"
 #include "perq/int4.h"
+#include "testutil.h"
 
 /* Deterministic test data: xorshift, then a heavy-ish tail so that clipping pays. */
 static uint32_t rng_state = 12345u;
-static uint32_t rng_next(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 17;
-    rng_state ^= rng_state << 5;
-    return rng_state;
-}
-static float rng_uniform(void) /* (-1, 1) */
-{
-    return ((float)(rng_next() >> 8) / 8388608.0f) * 2.0f - 1.0f;
-}
 static float rng_weight(void)
 {
-    float u = rng_uniform();
-    return (rng_next() % 16 == 0) ? 6.0f * u : 0.05f * u;  /* a few large elements */
+    float u = xorshift32_float(&rng_state);
+    return (xorshift32(&rng_state) % 16 == 0) ? 6.0f * u : 0.05f * u;  /* a few large elements */
 }
 
 /* Golden case, worked out by hand.
@@ -113,7 +103,7 @@ static void test_pack_round_trip(void **state)
         int8_t *q = malloc((size_t)rows * cols), *back = malloc((size_t)rows * cols);
         int32_t *packed = malloc(rows * words * sizeof *packed);
         for (int i = 0; i < rows * cols; i++)
-            q[i] = (int8_t)((int)(rng_next() % 16) - 8);
+            q[i] = (int8_t)((int)(xorshift32(&rng_state) % 16) - 8);
         perq_int4_pack(q, rows, cols, packed);
         perq_int4_unpack(packed, rows, cols, back);
         assert_memory_equal(q, back, (size_t)rows * cols);

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "perq/llama_config.h"
+#include "testutil.h"
 
 static const char llama32_1b[] =
     "{\"architectures\": [\"LlamaForCausalLM\"], \"attention_bias\": false, \"attention_dropout\": 0.0,"
@@ -74,9 +75,7 @@ static void expect_failure(const char *base, const char *key, const char *value_
 static void test_stories260k(void **state)
 {
     (void)state;
-    const char *root = getenv("PERQ_SHARED");
-    char *path;
-    assert_true(asprintf(&path, "%s/models/stories260K/config.json", root && *root ? root : "../shared") > 0);
+    char *path = shared_path("models/stories260K/config.json");
     perq_llama_config cfg;
     perq_err err;
     assert_int_equal(perq_llama_config_load(path, &cfg, &err), 0);

@@ -11,31 +11,16 @@
 #include "perq/fsutil.h"
 #include "perq/model_check.h"
 #include "perq/safetensors.h"
+#include "testutil.h"
 
 static const char *const model_files[] = {"config.json", "model.safetensors", "tokenizer.json",
                                           "tokenizer_config.json"};
 
-static char *stories_dir(void)
-{
-    const char *root = getenv("PERQ_SHARED");
-    char *p;
-    assert_true(asprintf(&p, "%s/models/stories260K", root && *root ? root : "../shared") > 0);
-    return p;
-}
-
-static char *in_dir(const char *dir, const char *name)
-{
-    char *p;
-    assert_true(asprintf(&p, "%s/%s", dir, name) > 0);
-    return p;
-}
-
 /* A temporary copy of stories260K for each test to damage. */
 static int copy_stories(void **state)
 {
-    char tmpl[] = "/tmp/perq-check-XXXXXX";
-    assert_non_null(mkdtemp(tmpl));
-    char *src_dir = stories_dir();
+    char *tmpl = test_tmpdir("check");
+    char *src_dir = shared_path("models/stories260K");
     perq_err err;
     for (size_t i = 0; i < sizeof model_files / sizeof *model_files; i++) {
         char *src = in_dir(src_dir, model_files[i]), *dst = in_dir(tmpl, model_files[i]);
@@ -44,15 +29,8 @@ static int copy_stories(void **state)
         free(dst);
     }
     free(src_dir);
-    *state = strdup(tmpl);
+    *state = tmpl;
     return 0;
-}
-
-static int remove_copy(void **state)
-{
-    int rc = perq_remove_tree(*state, NULL);
-    free(*state);
-    return rc;
 }
 
 static void replace_bytes(const char *dir, const char *name, const void *data, size_t len)
@@ -87,7 +65,7 @@ static void assert_has_problem(const perq_problems *p, const char *want)
 static void test_shared_models_are_valid(void **state)
 {
     (void)state;
-    char *f32_dir = stories_dir(), *bf16_dir;
+    char *f32_dir = shared_path("models/stories260K"), *bf16_dir;
     assert_true(asprintf(&bf16_dir, "%s-bf16", f32_dir) > 0);
     const char *dirs[] = {f32_dir, bf16_dir};
     for (int i = 0; i < 2; i++) {
@@ -107,7 +85,7 @@ static void test_shared_models_are_valid(void **state)
  * with a transposed shape, one integer-typed, and one foreign tensor added. */
 static void damage_weights(const char *dir)
 {
-    char *src_dir = stories_dir();
+    char *src_dir = shared_path("models/stories260K");
     char *src = in_dir(src_dir, "model.safetensors");
     char *dst = in_dir(dir, "model.safetensors");
     perq_st_file f;
@@ -196,7 +174,7 @@ static void test_tokenizer_structure(void **state)
 static void test_unsupported_architecture(void **state)
 {
     const char *dir = *state;
-    char *src_dir = stories_dir(), *src = in_dir(src_dir, "config.json");
+    char *src_dir = shared_path("models/stories260K"), *src = in_dir(src_dir, "config.json");
     char *text;
     size_t len;
     perq_err err;
@@ -219,7 +197,7 @@ static void test_unsupported_architecture(void **state)
 static void test_tokenizer_larger_than_vocab(void **state)
 {
     const char *dir = *state;
-    char *src_dir = stories_dir(), *src = in_dir(src_dir, "config.json");
+    char *src_dir = shared_path("models/stories260K"), *src = in_dir(src_dir, "config.json");
     char *text;
     size_t len;
     perq_err err;
@@ -295,11 +273,11 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_problems_list),
         cmocka_unit_test(test_shared_models_are_valid),
-        cmocka_unit_test_setup_teardown(test_each_problem_reported, copy_stories, remove_copy),
-        cmocka_unit_test_setup_teardown(test_tokenizer_structure, copy_stories, remove_copy),
-        cmocka_unit_test_setup_teardown(test_unsupported_architecture, copy_stories, remove_copy),
-        cmocka_unit_test_setup_teardown(test_tokenizer_larger_than_vocab, copy_stories, remove_copy),
-        cmocka_unit_test_setup_teardown(test_broken_header_and_extra_shard, copy_stories, remove_copy),
+        cmocka_unit_test_setup_teardown(test_each_problem_reported, copy_stories, test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_tokenizer_structure, copy_stories, test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_unsupported_architecture, copy_stories, test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_tokenizer_larger_than_vocab, copy_stories, test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_broken_header_and_extra_shard, copy_stories, test_remove_tmpdir),
         cmocka_unit_test(test_empty_folder),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -12,19 +12,9 @@
 #include <string.h>
 
 #include "perq/permute.h"
+#include "testutil.h"
 
 static uint32_t rng_state = 88172645u;
-static uint32_t rng_next(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 17;
-    rng_state ^= rng_state << 5;
-    return rng_state;
-}
-static double rng_unit(void) /* (0, 1) */
-{
-    return ((double)(rng_next() >> 8) + 0.5) / 16777216.0;
-}
 
 static void massdiff_ok(const float *mass, int d, int block, int *perm)
 {
@@ -164,14 +154,14 @@ typedef enum { UNIFORM, SMALL_INTEGERS, LOGNORMAL, PARETO, PLANTED } mass_shape;
 static void random_masses(float *mass, int d, mass_shape shape)
 {
     for (int i = 0; i < d; i++) {
-        double u = rng_unit(), v = rng_unit();
+        double u = xorshift32_unit(&rng_state), v = xorshift32_unit(&rng_state);
         double normal = sqrt(-2 * log(u)) * cos(6.283185307179586 * v);
         switch (shape) {
         case UNIFORM: mass[i] = (float)u; break;
-        case SMALL_INTEGERS: mass[i] = (float)(rng_next() % 4); break; /* many ties */
+        case SMALL_INTEGERS: mass[i] = (float)(xorshift32(&rng_state) % 4); break; /* many ties */
         case LOGNORMAL: mass[i] = (float)exp(2.0 * normal); break;
         case PARETO: mass[i] = (float)pow(u, -1.0 / 1.2); break;     /* heavy tail, alpha 1.2 */
-        case PLANTED: mass[i] = (float)(0.1 * u + (rng_next() % 64 == 0 ? 50.0 : 0.0)); break;
+        case PLANTED: mass[i] = (float)(0.1 * u + (xorshift32(&rng_state) % 64 == 0 ? 50.0 : 0.0)); break;
         }
     }
     /* Outliers side by side, as in real activations, make identity's job hard. */
@@ -358,9 +348,9 @@ static void test_apply_columns_and_rows(void **state)
     enum { T = 3, IN = 10, OUT = 7 };
     float x[T * IN], W[OUT * IN], x0[T * IN], W0[OUT * IN];
     for (int i = 0; i < T * IN; i++)
-        x0[i] = x[i] = (float)(rng_unit() - 0.5);
+        x0[i] = x[i] = (float)(xorshift32_unit(&rng_state) - 0.5);
     for (int i = 0; i < OUT * IN; i++)
-        W0[i] = W[i] = (float)(rng_unit() - 0.5);
+        W0[i] = W[i] = (float)(xorshift32_unit(&rng_state) - 0.5);
     int pin[IN], pout[OUT], inv[IN];
     perq_permute_random(pin, IN, 3);
     perq_permute_random(pout, OUT, 4);

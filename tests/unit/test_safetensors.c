@@ -11,37 +11,14 @@
 
 #include "perq/fsutil.h"
 #include "perq/safetensors.h"
+#include "testutil.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static char *shared_path(const char *rel)
-{
-    const char *root = getenv("PERQ_SHARED");
-    char *p;
-    assert_true(asprintf(&p, "%s/%s", root && *root ? root : "../shared", rel) > 0);
-    return p;
-}
-
 static int make_tmpdir(void **state)
 {
-    char tmpl[] = "/tmp/perq-st-XXXXXX";
-    assert_non_null(mkdtemp(tmpl));
-    *state = strdup(tmpl);
+    *state = test_tmpdir("st");
     return 0;
-}
-
-static int remove_tmpdir(void **state)
-{
-    int rc = perq_remove_tree(*state, NULL);
-    free(*state);
-    return rc;
-}
-
-static char *in_dir(const char *dir, const char *name)
-{
-    char *p;
-    assert_true(asprintf(&p, "%s/%s", dir, name) > 0);
-    return p;
 }
 
 static void write_text(const char *path, const char *text)
@@ -683,20 +660,20 @@ static void test_sorted_by_offset(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_write_read_round_trip, make_tmpdir, remove_tmpdir),
-        cmocka_unit_test_setup_teardown(test_writer_without_metadata_or_tensors, make_tmpdir, remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_write_read_round_trip, make_tmpdir, test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_writer_without_metadata_or_tensors, make_tmpdir, test_remove_tmpdir),
         cmocka_unit_test(test_writer_rejects_bad_tensors),
-        cmocka_unit_test_setup_teardown(test_writer_failure_leaves_nothing, make_tmpdir, remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_writer_failure_leaves_nothing, make_tmpdir, test_remove_tmpdir),
         cmocka_unit_test(test_read_shared_stories260k),
-        cmocka_unit_test_setup_teardown(test_open_errors, make_tmpdir, remove_tmpdir),
-        cmocka_unit_test_setup_teardown(test_sharded_checkpoint, make_tmpdir, remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_open_errors, make_tmpdir, test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_sharded_checkpoint, make_tmpdir, test_remove_tmpdir),
         cmocka_unit_test(test_single_file_checkpoint),
-        cmocka_unit_test_setup_teardown(test_ckpt_empty_folder, make_tmpdir, remove_tmpdir),
-        cmocka_unit_test_setup_teardown(test_ckpt_tensor_not_in_its_shard, make_tmpdir, remove_tmpdir),
-        cmocka_unit_test_setup_teardown(test_ckpt_duplicate_across_shards, make_tmpdir, remove_tmpdir),
-        cmocka_unit_test_setup_teardown(test_ckpt_shard_outside_folder, make_tmpdir, remove_tmpdir),
-        cmocka_unit_test_setup_teardown(test_ckpt_missing_shard, make_tmpdir, remove_tmpdir),
-        cmocka_unit_test_setup_teardown(test_ckpt_bad_index, make_tmpdir, remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_ckpt_empty_folder, make_tmpdir, test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_ckpt_tensor_not_in_its_shard, make_tmpdir, test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_ckpt_duplicate_across_shards, make_tmpdir, test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_ckpt_shard_outside_folder, make_tmpdir, test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_ckpt_missing_shard, make_tmpdir, test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_ckpt_bad_index, make_tmpdir, test_remove_tmpdir),
         cmocka_unit_test(test_bad_file_too_short),
         cmocka_unit_test(test_bad_header_length_zero),
         cmocka_unit_test(test_bad_header_length_over_limit),

@@ -21,29 +21,14 @@
 #include "perq/safetensors.h"
 #include "perq/tokenizer.h"
 #include "synth.h"
+#include "testutil.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
 static int make_tmpdir(void **state)
 {
-    char tmpl[] = "/tmp/perq-synth-XXXXXX";
-    assert_non_null(mkdtemp(tmpl));
-    *state = strdup(tmpl);
+    *state = test_tmpdir("synth");
     return 0;
-}
-
-static int remove_tmpdir(void **state)
-{
-    int rc = perq_remove_tree(*state, NULL);
-    free(*state);
-    return rc;
-}
-
-static char *in_dir(const char *dir, const char *name)
-{
-    char *p;
-    assert_true(asprintf(&p, "%s/%s", dir, name) > 0);
-    return p;
 }
 
 /* Runs perq synth on the tiny preset into dir/sub with the given changes. */
@@ -706,18 +691,18 @@ static void test_bad_options(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_presets_config_parses, make_tmpdir, remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_presets_config_parses, make_tmpdir, test_remove_tmpdir),
         cmocka_unit_test(test_preset_shapes),
         cmocka_unit_test_setup_teardown(test_tiny_matches_expected_tensors, make_tmpdir,
-                                        remove_tmpdir),
-        cmocka_unit_test_setup_teardown(test_deterministic, make_tmpdir, remove_tmpdir),
-        cmocka_unit_test_setup_teardown(test_dtypes_agree, make_tmpdir, remove_tmpdir),
-        cmocka_unit_test_setup_teardown(test_weight_statistics, make_tmpdir, remove_tmpdir),
+                                        test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_deterministic, make_tmpdir, test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_dtypes_agree, make_tmpdir, test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_weight_statistics, make_tmpdir, test_remove_tmpdir),
         cmocka_unit_test_setup_teardown(test_planted_channels_are_heavy, make_tmpdir,
-                                        remove_tmpdir),
-        cmocka_unit_test_setup_teardown(test_sharded, make_tmpdir, remove_tmpdir),
-        cmocka_unit_test_setup_teardown(test_tokenizers, make_tmpdir, remove_tmpdir),
-        cmocka_unit_test_setup_teardown(test_bad_options, make_tmpdir, remove_tmpdir),
+                                        test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_sharded, make_tmpdir, test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_tokenizers, make_tmpdir, test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_bad_options, make_tmpdir, test_remove_tmpdir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

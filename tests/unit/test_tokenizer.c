@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "perq/tokenizer.h"
+#include "testutil.h"
 #include "tokenizer_internal.h"
 
 /* ---- building tokenizer.json ------------------------------------------------ */
@@ -814,10 +815,7 @@ static uint64_t rng_state = 0x9E3779B97F4A7C15u;
 
 static uint32_t rnd(uint32_t n)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state % n);
+    return (uint32_t)(xorshift64(&rng_state) % n);
 }
 
 static size_t random_text(char *out, size_t max_pieces)
