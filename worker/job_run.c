@@ -5,8 +5,8 @@
  * scales in the weight's dtype, keep only packed words and scales) ->
  * exporting (compressed-tensors folder) -> evaluating (when the spec asks:
  * perplexity of the input and of the folder just written) -> report.json,
- * then manifest.json last. method perq needs the calibration pipeline, which
- * is not built yet: it fails with PERQ_E_UNSUPPORTED before touching anything. */
+ * then manifest.json last. method perq runs the PeRQ pipeline
+ * (perq_job_run_perq, worker/perq_pipeline.c) after the same checks. */
 #include "perq/job.h"
 
 #include <dirent.h>
@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "calibrate.h"
 #include "export_ct.h"
 #include "manifest.h"
 #include "perq/eval.h"
@@ -70,8 +71,6 @@ static int check_cancel(const rtn_job *j, perq_err *err)
 
 static int check_supported(const perq_jobspec *spec, const perq_job_paths *paths, perq_err *err)
 {
-    if (spec->method == PERQ_METHOD_PERQ)
-        return perq_fail(err, PERQ_E_UNSUPPORTED, "method perq: calibration pipeline not built yet");
     if (spec->outputs & PERQ_OUT_GGUF)
         return perq_fail(err, PERQ_E_UNSUPPORTED, "outputs: gguf export not built yet");
     if (!(spec->outputs & PERQ_OUT_COMPRESSED_TENSORS))
@@ -428,6 +427,8 @@ int perq_job_run(const perq_jobspec *spec, const perq_job_paths *paths, const pe
     *metrics = NULL;
     if (check_supported(spec, paths, err) != 0 || prepare_out_dir(paths->out_dir, err) != 0)
         return -1;
+    if (spec->method == PERQ_METHOD_PERQ)
+        return perq_job_run_perq(spec, paths, rep, metrics, err);
     perq_ct_options opt = {spec->weights.group_size, spec->activations.bits, 0};
     rtn_job j = {.spec = spec, .paths = paths, .rep = rep};
     j.ct = perq_ct_new(&opt);

@@ -1,0 +1,116 @@
+/* The PeRQ pipeline inside the worker: calibration sequences, the W4A4 hook,
+ * and the layer-by-layer calibrate-permute-rotate-quantize loop.
+ *
+ * perq_pipeline_run, on an open model (checkpoint or perq_model_alloc):
+ *   1. lm_head loaded as its own matrix (a tied head is untied), the final
+ *      norm folded into it; the embedding loaded.
+ *   2. rotation mode block: a float pass over the calibration sequences
+ *      gathers the residual stream's per-channel mean |x| (the inputs of q and
+ *      gate, norms folded); P1 is chosen from it (the spec's permutation).
+ *   3. The residual transform P1 R1 folded into the embedding and the head.
+ *   4. Layer by layer (perq_layerwise_calibrate), on inputs that went through
+ *      the layers before it already quantized:
+ *        fold the norms, P1 R1 and R2 into the layer;
+ *        observe: per-channel mean |x| (and absmax) at the down_proj input,
+ *          plus a sample of those rows for the report;
+ *        choose P3 at block size b from them; fold P3 and R3;
+ *        a pass gathering the Hessians of the q/k/v, o, gate/up and down
+ *          inputs as the quantized model sees them (R3 online, INT4 per-token
+ *          activations for W4A4);
+ *        quantize all seven linears (GPTQ sharing one factorisation between
+ *          q/k/v and between gate/up, or RTN) and leave q * scale in the model;
+ *        propagate with the quantized weights through the W4A4 hook.
+ * Rotations: mode none: none; full: R1 (hidden) and R2 (head_dim) full width,
+ * R3 of block_size (0: the full intermediate width); block: R1, R2 and R3 all
+ * blockwise of block_size (capped at hidden and head_dim), with P1. R3 and P3
+ * only for W4A4: a weight-only artifact must load in stock runtimes, so every
+ * rotation in it is folded. */
+#ifndef PERQ_WORKER_CALIBRATE_H
+#define PERQ_WORKER_CALIBRATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "perq/dtype.h"
+#include "perq/forward.h"
+#include "perq/hadamard.h"
+#include "perq/int4.h"
+#include "perq/job.h"
+#include "perq/jobspec.h"
+#include "perq/model.h"
+
+/* ---- the W4A4 hook -------------------------------------------------------- */
+
+/* At the down_proj input x <- x R3 (r3 may be NULL); with act_bits 4, INT4
+ * per-token fake quantization at the input of every linear but lm_head. */
+typedef struct perq_w4a4 {
+    const perq_rotation *r3;
+    int act_bits;
+} perq_w4a4;
+
+int perq_w4a4_before(void *ctx, const perq_linear_site *site, perq_err *err);
+/* A hook for h (borrowed), or {NULL, NULL} when it would do nothing. */
+perq_linear_hook perq_w4a4_hook(perq_w4a4 *h);
+
+/* ---- calibration sequences ------------------------------------------------ */
+
+/* n_seqs sequences of seq_len tokens out of ids[0..n_ids) (text tokenized
+ * without BOS): each is BOS then seq_len - 1 consecutive tokens from an offset
+ * drawn from seed. The text needs at least seq_len - 1 tokens. *out is
+ * n_seqs * seq_len ids (malloc'd). */
+int perq_calib_sequences(const int32_t *ids, size_t n_ids, int bos, int n_seqs, int seq_len, uint64_t seed,
+                         int32_t **out, perq_err *err);
+
+/* ---- the pipeline ---------------------------------------------------------- */
+
+typedef struct perq_pipeline_opts {
+    perq_rotation_mode mode;
+    int block_size;             /* 0: R3 full width (mode full) */
+    perq_permutation permutation;
+    int act_bits;               /* 4 or 16 */
+    perq_walgo algorithm;
+    int group_size;             /* 0: per output channel */
+    perq_dtype scale_dtype;     /* the dtype the scales will be stored in */
+    uint64_t seed;              /* random permutations, random orthogonal factors */
+} perq_pipeline_opts;
+
+#define PERQ_PIPELINE_LINEARS 7 /* q, k, v, o, gate, up, down: perq_linear_kind order */
+
+typedef struct perq_pipeline {
+    perq_pipeline_opts opts;
+    perq_rotation r1, r2, r3;
+    bool has_r1, has_r2, has_r3;
+    int r3_block;               /* R3's width (block size), 0 without R3 */
+    int *p1;                    /* residual permutation, NULL when none */
+    perq_int4_matrix *linears;  /* [layers][PERQ_PIPELINE_LINEARS] */
+    int n_layers;
+    json_t *layers;             /* the report's per-layer entries */
+    json_t *rotations;          /* the report's description of R1, R2, R3, P1 */
+} perq_pipeline;
+
+/* Checks the options against the model's shapes before any work. */
+int perq_pipeline_check(const perq_llama_config *cfg, const perq_pipeline_opts *opts, perq_err *err);
+
+/* Runs it (see above) over ids [n_seqs][seq_len]. On return the model holds
+ * the folded embedding, head, final norm (ones) and, for layers still loaded,
+ * the dequantized weights; p->linears the quantized ones. rep may be NULL. */
+int perq_pipeline_run(perq_model *m, const int32_t *ids, int n_seqs, int seq_len, const perq_pipeline_opts *opts,
+                      const perq_reporter *rep, perq_pipeline *p, perq_err *err);
+void perq_pipeline_free(perq_pipeline *p);
+
+/* The W4A4 evaluation hook of a finished pipeline (R3 online, activations). */
+perq_w4a4 perq_pipeline_w4a4(const perq_pipeline *p);
+
+#endif
+
+/* ---- the job: `method: perq` (worker/perq_pipeline.c) ------------------------ */
+
+/* perq_job_run for method perq: loading (model, tokenizer, calibration
+ * sequences) -> calibrating/quantizing (perq_pipeline_run) -> exporting (the
+ * folded, quantized model as compressed-tensors; for W4A4 with an online R3
+ * a transform_config) -> evaluating (float model; the exported one through
+ * the W4A4 hook) -> report.json -> manifest.json. out_dir exists and is empty. */
+int perq_job_run_perq(const perq_jobspec *spec, const perq_job_paths *paths, const perq_reporter *rep,
+                      json_t **metrics, perq_err *err);

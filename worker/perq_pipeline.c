@@ -1,0 +1,293 @@
+/* method perq as a job (see calibrate.h). */
+#include "calibrate.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "export_ct.h"
+#include "manifest.h"
+#include "perq/fsutil.h"
+#include "perq/perplexity.h"
+#include "perq/tokenizer.h"
+
+#define MAX_TEXT_BYTES ((size_t)1 << 30)
+
+static const char *const linear_parts[PERQ_PIPELINE_LINEARS] = {
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj",
+};
+
+typedef struct perq_job {
+    const perq_jobspec *spec;
+    const perq_job_paths *paths;
+    const perq_reporter *rep;
+    perq_model *model;
+    perq_tokenizer *tok;
+    int32_t *calib;         /* [samples][seq_len] */
+    perq_pipeline pipe;
+    bool pipe_done;
+    perq_artifact_list files;
+    json_t *timings, *eval;
+} perq_job;
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int tokenize_file(const perq_tokenizer *tok, const char *path, bool bos, int32_t **ids, size_t *n,
+                         perq_err *err)
+{
+    char *text;
+    size_t len;
+    if (perq_read_file(path, MAX_TEXT_BYTES, &text, &len, err) != 0)
+        return -1;
+    if (len > 0 && text[len - 1] == '\n')
+        len--;
+    int rc = perq_tokenizer_encode(tok, text, len, bos, ids, n, err);
+    free(text);
+    return rc == 0 ? 0 : perq_err_context(err, "tokenizing %s", path);
+}
+
+static int bos_of(const perq_job *j)
+{
+    int bos = perq_tokenizer_bos_id(j->tok);
+    return bos >= 0 ? bos : j->model->cfg.bos_token_id;
+}
+
+static perq_dtype tensor_dtype(const perq_model *m, const char *name)
+{
+    const perq_tensor *t = m->has_ckpt ? perq_ckpt_find(&m->ckpt, name) : NULL;
+    return t ? t->dtype : PERQ_DT_F32;
+}
+
+/* ---- stages ------------------------------------------------------------------- */
+
+static int load(perq_job *j, perq_err *err)
+{
+    if (perq_model_open(j->paths->model_dir, &j->model, err) != 0 ||
+        perq_tokenizer_load(j->paths->model_dir, &j->tok, err) != 0)
+        return perq_err_context(err, "loading %s", j->paths->model_dir);
+    int32_t *ids;
+    size_t n;
+    if (tokenize_file(j->tok, j->paths->calibration_text, false, &ids, &n, err) != 0)
+        return -1;
+    int rc = perq_calib_sequences(ids, n, bos_of(j), j->spec->calibration.samples, j->spec->calibration.seq_len,
+                                  (uint64_t)j->spec->calibration.seed, &j->calib, err);
+    free(ids);
+    if (rc == 0)
+        perq_report_event(j->rep, PERQ_LOG_INFO, NULL, "calibration: %d sequences of %d tokens from %zu tokens",
+                          j->spec->calibration.samples, j->spec->calibration.seq_len, n);
+    return rc;
+}
+
+static int calibrate(perq_job *j, perq_err *err)
+{
+    const perq_jobspec *s = j->spec;
+    char name[256];
+    perq_layer_tensor_name(name, sizeof name, 0, "self_attn.q_proj.weight");
+    perq_pipeline_opts o = {s->rotation.mode, s->rotation.block_size, s->rotation.permutation, s->activations.bits,
+                            s->weights.algorithm, s->weights.group_size, tensor_dtype(j->model, name),
+                            (uint64_t)s->calibration.seed};
+    if (perq_pipeline_check(&j->model->cfg, &o, err) != 0)
+        return -1;
+    j->pipe_done = true;
+    return perq_pipeline_run(j->model, j->calib, s->calibration.samples, s->calibration.seq_len, &o, j->rep,
+                             &j->pipe, err);
+}
+
+static int add_ones(perq_ct_export *ct, const char *name, perq_dtype dt, int n, perq_err *err)
+{
+    float *ones = malloc((size_t)n * sizeof *ones);
+    if (!ones)
+        return perq_fail(err, PERQ_E_NOMEM, "out of memory");
+    for (int i = 0; i < n; i++)
+        ones[i] = 1.0f;
+    const int64_t shape[1] = {n};
+    int rc = perq_ct_add_f32(ct, name, dt, 1, shape, ones, err);
+    free(ones);
+    return rc;
+}
+
+static json_t *transform_config(const perq_pipeline *p)
+{
+    if (!p->has_r3)
+        return NULL;
+    return json_pack("{s{s{s{ss sb si s[{s[s] ss sb}] ss}}}}", "transform_config", "config_groups", "r3", "type",
+                     "hadamard", "randomize", 0, "head_dim", p->r3_block, "apply", "targets", "re:.*mlp.down_proj$",
+                     "location", "input", "inverse", 0, "construction", p->r3.how);
+}
+
+static int fill_export(perq_job *j, perq_ct_export *ct, perq_err *err)
+{
+    perq_model *m = j->model;
+    const perq_llama_config *c = &m->cfg;
+    perq_dtype edt = tensor_dtype(m, "model.embed_tokens.weight");
+    perq_dtype ndt = tensor_dtype(m, "model.norm.weight");
+    const int64_t table[2] = {c->vocab_size, c->hidden_size};
+    if (perq_ct_add_f32(ct, "model.embed_tokens.weight", edt, 2, table, m->embed, err) != 0 ||
+        add_ones(ct, "model.norm.weight", ndt, c->hidden_size, err) != 0)
+        return -1;
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        char name[256];
+        perq_layer_tensor_name(name, sizeof name, l, "input_layernorm.weight");
+        if (add_ones(ct, name, ndt, c->hidden_size, err) != 0)
+            return -1;
+        perq_layer_tensor_name(name, sizeof name, l, "post_attention_layernorm.weight");
+        if (add_ones(ct, name, ndt, c->hidden_size, err) != 0)
+            return -1;
+        for (int k = 0; k < PERQ_PIPELINE_LINEARS; k++) {
+            char prefix[256], wname[300];
+            snprintf(prefix, sizeof prefix, "model.layers.%d.%s", l, linear_parts[k]);
+            snprintf(wname, sizeof wname, "%s.weight", prefix);
+            if (perq_ct_add_linear(ct, prefix, &j->pipe.linears[(size_t)l * PERQ_PIPELINE_LINEARS + k],
+                                   tensor_dtype(m, wname), err) != 0)
+                return -1;
+        }
+    }
+    return perq_ct_add_f32(ct, "lm_head.weight", edt, 2, table, m->head, err);
+}
+
+static int export_stage(perq_job *j, perq_err *err)
+{
+    perq_ct_options opt = {j->spec->weights.group_size, j->spec->activations.bits, 0};
+    perq_ct_export *ct = perq_ct_new(&opt);
+    json_t *config_patch = json_pack("{sb}", "tie_word_embeddings", 0);
+    json_t *quant_patch = transform_config(&j->pipe);
+    int rc = ct && config_patch ? 0 : perq_fail(err, PERQ_E_NOMEM, "out of memory");
+    if (rc == 0) {
+        perq_ct_set_patches(ct, config_patch, quant_patch);
+        rc = fill_export(j, ct, err);
+    }
+    if (rc == 0)
+        rc = perq_ct_write(ct, j->paths->model_dir, j->paths->out_dir, &j->files, j->rep, err);
+    perq_ct_free(ct);
+    json_decref(config_patch);
+    json_decref(quant_patch);
+    return rc;
+}
+
+static json_t *real_or_null(double v)
+{
+    return isfinite(v) ? json_real(v) : json_null();
+}
+
+/* Perplexity of the exported folder, through the W4A4 hook. */
+static int eval_quantized(perq_job *j, const perq_eval_options *opt, perq_eval_result *r, perq_err *err)
+{
+    perq_model *q = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int rc = perq_model_open(j->paths->out_dir, &q, err);
+    if (rc == 0)
+        rc = tokenize_file(j->tok, j->paths->eval_text, true, &ids, &n, err);
+    if (rc == 0) {
+        perq_w4a4 h = perq_pipeline_w4a4(&j->pipe);
+        perq_linear_hook hook = perq_w4a4_hook(&h);
+        rc = perq_perplexity_ids(q, ids, n, bos_of(j), opt, PERQ_EVAL_AUTO, hook.before ? &hook : NULL, j->rep, r,
+                                 err);
+    }
+    free(ids);
+    perq_model_close(q);
+    return rc == 0 ? 0 : perq_err_context(err, "evaluating the quantized model");
+}
+
+static int evaluate(perq_job *j, perq_err *err)
+{
+    perq_eval_options opt = {PERQ_PPL_LLAMACPP, j->spec->eval.ctx, j->spec->eval.chunks};
+    perq_eval_result f, q;
+    if (perq_eval_perplexity(j->paths->model_dir, j->paths->eval_text, &opt, j->rep, &f, err) != 0)
+        return perq_err_context(err, "evaluating the input model");
+    if (eval_quantized(j, &opt, &q, err) != 0)
+        return -1;
+    j->eval = json_pack("{ss ss si si sI so so so so ss}", "dataset", j->spec->eval.dataset, "protocol", f.protocol,
+                        "ctx", f.ctx, "chunks", f.chunks, "tokens_scored", (json_int_t)f.tokens_scored, "ppl_float",
+                        real_or_null(f.ppl), "ppl_quantized", real_or_null(q.ppl), "nll_float", real_or_null(f.nll),
+                        "nll_quantized", real_or_null(q.nll), "quantized_activations",
+                        j->spec->activations.bits == 4 ? "int4 per token, asymmetric, dynamic (fake-quantized)"
+                                                       : "fp32");
+    perq_report_event(j->rep, PERQ_LOG_INFO, NULL, "perplexity (%s, ctx %d, %d chunks): float %.4f, quantized %.4f",
+                      f.protocol, f.ctx, f.chunks, f.ppl, q.ppl);
+    return j->eval ? 0 : perq_fail(err, PERQ_E_NOMEM, "out of memory");
+}
+
+static int write_report(perq_job *j, perq_err *err)
+{
+    json_t *spec = perq_jobspec_to_json(j->spec);
+    json_t *report = json_pack("{si ss so sO sO}", "format_version", 1, "method", "perq", "spec", spec, "rotations",
+                               j->pipe.rotations, "layers", j->pipe.layers);
+    if (!report)
+        return perq_fail(err, PERQ_E_NOMEM, "out of memory");
+    if (j->eval)
+        json_object_set(report, "eval", j->eval);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/report.json", j->paths->out_dir);
+    int rc = perq_write_json_atomic(path, report, err);
+    json_decref(report);
+    return rc == 0 ? perq_artifacts_add(&j->files, "report.json", "report", err) : -1;
+}
+
+typedef int (*stage_fn)(perq_job *j, perq_err *err);
+
+static int run_stage(perq_job *j, const char *name, stage_fn fn, perq_err *err)
+{
+    if (perq_report_cancelled(j->rep))
+        return perq_fail(err, PERQ_E_CANCELLED, "cancelled");
+    perq_report_stage(j->rep, name);
+    double t0 = now_seconds();
+    int rc = fn(j, err);
+    json_object_set_new(j->timings, name, json_real(now_seconds() - t0));
+    return rc;
+}
+
+static int run(perq_job *j, json_t **metrics, perq_err *err)
+{
+    double t0 = now_seconds();
+    if (run_stage(j, "loading", load, err) != 0 || run_stage(j, "calibrating", calibrate, err) != 0 ||
+        run_stage(j, "exporting", export_stage, err) != 0)
+        return -1;
+    if (j->spec->eval.present && run_stage(j, "evaluating", evaluate, err) != 0)
+        return -1;
+    if (write_report(j, err) != 0)
+        return -1;
+    json_object_set_new(j->timings, "total", json_real(now_seconds() - t0));
+    json_t *spec = perq_jobspec_to_json(j->spec);
+    int rc = perq_manifest_write(j->paths->out_dir, &j->files, spec, j->timings, err);
+    json_decref(spec);
+    if (rc != 0)
+        return -1;
+    *metrics = json_pack("{sO}", "seconds", j->timings);
+    if (*metrics && j->eval) {
+        json_object_set(*metrics, "ppl_float", json_object_get(j->eval, "ppl_float"));
+        json_object_set(*metrics, "ppl_quantized", json_object_get(j->eval, "ppl_quantized"));
+        json_object_set(*metrics, "tokens_scored", json_object_get(j->eval, "tokens_scored"));
+    }
+    return *metrics ? 0 : perq_fail(err, PERQ_E_NOMEM, "out of memory");
+}
+
+int perq_job_run_perq(const perq_jobspec *spec, const perq_job_paths *paths, const perq_reporter *rep,
+                      json_t **metrics, perq_err *err)
+{
+    *metrics = NULL;
+    if (!paths->calibration_text)
+        return perq_fail(err, PERQ_E_INVALID, "calibration: no text file for dataset \"%s\"",
+                         spec->calibration.dataset);
+    perq_job j = {.spec = spec, .paths = paths, .rep = rep};
+    j.timings = json_object();
+    int rc = j.timings ? run(&j, metrics, err) : perq_fail(err, PERQ_E_NOMEM, "out of memory");
+    if (j.pipe_done)
+        perq_pipeline_free(&j.pipe);
+    perq_model_close(j.model);
+    if (j.tok)
+        perq_tokenizer_free(j.tok);
+    free(j.calib);
+    perq_artifacts_free(&j.files);
+    json_decref(j.timings);
+    json_decref(j.eval);
+    return rc;
+}
