@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "export_ct.h"
 #include "manifest.h"
@@ -277,6 +278,8 @@ int perq_job_run_perq(const perq_jobspec *spec, const perq_job_paths *paths, con
     if (!paths->calibration_text)
         return perq_fail(err, PERQ_E_INVALID, "calibration: no text file for dataset \"%s\"",
                          spec->calibration.dataset);
+    if (access(paths->calibration_text, R_OK) != 0)
+        return perq_fail(err, PERQ_E_INVALID, "calibration: cannot read %s", paths->calibration_text);
     perq_job j = {.spec = spec, .paths = paths, .rep = rep};
     j.timings = json_object();
     int rc = j.timings ? run(&j, metrics, err) : perq_fail(err, PERQ_E_NOMEM, "out of memory");
