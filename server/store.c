@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,16 +75,6 @@ static int db_fail(store *s, perq_err *err, const char *what)
     return perq_fail(err, PERQ_E_IO, "store: %s: %s", what, sqlite3_errmsg(s->db));
 }
 
-static sqlite3_stmt *prepare(store *s, const char *sql, perq_err *err)
-{
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
-        db_fail(s, err, "preparing a statement");
-        return NULL;
-    }
-    return st;
-}
-
 static int exec_sql(store *s, const char *sql, perq_err *err)
 {
     char *msg = NULL;
@@ -103,9 +94,44 @@ static void bind_text(sqlite3_stmt *st, int i, const char *v)
         sqlite3_bind_null(st, i);
 }
 
-/* Runs a statement that returns no rows; returns the rows changed or -1. */
-static int run(store *s, sqlite3_stmt *st, perq_err *err)
+/* Prepares sql and binds ?1, ?2, ... from the arguments, one letter of
+ * `types` each: t text (const char *, NULL binds NULL), i int, I int64_t,
+ * d double. NULL (err set) when it does not prepare. */
+static sqlite3_stmt *vstatement(store *s, perq_err *err, const char *sql, const char *types, va_list ap)
 {
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        db_fail(s, err, "preparing a statement");
+        return NULL;
+    }
+    for (int i = 1; *types; types++, i++) {
+        switch (*types) {
+        case 't': bind_text(st, i, va_arg(ap, const char *)); break;
+        case 'i': sqlite3_bind_int(st, i, va_arg(ap, int)); break;
+        case 'I': sqlite3_bind_int64(st, i, va_arg(ap, int64_t)); break;
+        case 'd': sqlite3_bind_double(st, i, va_arg(ap, double)); break;
+        }
+    }
+    return st;
+}
+
+static sqlite3_stmt *statement(store *s, perq_err *err, const char *sql, const char *types, ...)
+{
+    va_list ap;
+    va_start(ap, types);
+    sqlite3_stmt *st = vstatement(s, err, sql, types, ap);
+    va_end(ap);
+    return st;
+}
+
+/* Runs a statement that returns no rows (arguments as for statement());
+ * returns the rows changed or -1. */
+static int update(store *s, perq_err *err, const char *sql, const char *types, ...)
+{
+    va_list ap;
+    va_start(ap, types);
+    sqlite3_stmt *st = vstatement(s, err, sql, types, ap);
+    va_end(ap);
     if (!st)
         return -1;
     int rc = sqlite3_step(st);
@@ -113,6 +139,92 @@ static int run(store *s, sqlite3_stmt *st, perq_err *err)
     if (rc != SQLITE_DONE)
         return db_fail(s, err, "writing");
     return sqlite3_changes(s->db);
+}
+
+/* Reads the current row of st into *row, 0 or -1 (err set). */
+typedef int (*row_fn)(sqlite3_stmt *st, void *row, perq_err *err);
+
+/* The one row of st (NULL: it did not prepare) read into *row by read_row;
+ * STORE_NOT_FOUND when there is none. Finalizes st; `what` names the read
+ * in an error. */
+static store_result read_one(store *s, sqlite3_stmt *st, row_fn read_row, void *row, const char *what,
+                             perq_err *err)
+{
+    if (!st)
+        return STORE_ERROR;
+    int step = sqlite3_step(st);
+    store_result result;
+    if (step == SQLITE_ROW)
+        result = read_row(st, row, err) == 0 ? STORE_OK : STORE_ERROR;
+    else if (step == SQLITE_DONE)
+        result = STORE_NOT_FOUND;
+    else
+        result = db_fail(s, err, what);
+    sqlite3_finalize(st);
+    return result;
+}
+
+/* Calls each_row(st, ctx) for every row of st (NULL: it did not prepare),
+ * stopping at the first failure. Finalizes st. */
+static int for_each_row(store *s, sqlite3_stmt *st, row_fn each_row, void *ctx, const char *what, perq_err *err)
+{
+    if (!st)
+        return -1;
+    int step = SQLITE_DONE, rc = 0;
+    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW)
+        rc = each_row(st, ctx, err);
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = db_fail(s, err, what);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Grows *items (of `size` bytes each) to hold one more; returns the new
+ * slot, zeroed, or NULL when out of memory. */
+static void *push(void **items, size_t *n, size_t *cap, size_t size)
+{
+    if (*n == *cap) {
+        size_t want = *cap ? *cap * 2 : 8;
+        void *grown = realloc(*items, want * size);
+        if (!grown)
+            return NULL;
+        *items = grown;
+        *cap = want;
+    }
+    void *slot = (char *)*items + (*n)++ * size;
+    memset(slot, 0, size);
+    return slot;
+}
+
+typedef struct row_array {
+    void **items;
+    size_t *n, cap, size;
+    row_fn read_row;
+} row_array;
+
+static int append_row(sqlite3_stmt *st, void *ctx, perq_err *err)
+{
+    row_array *a = ctx;
+    void *row = push(a->items, a->n, &a->cap, a->size);
+    if (!row)
+        return perq_fail(err, PERQ_E_NOMEM, "out of memory");
+    if (a->read_row(st, row, err) != 0) {
+        (*a->n)--; /* read_row cleaned up after itself */
+        return -1;
+    }
+    return 0;
+}
+
+/* Every row of st, read by read_row, into a new array *items of *n
+ * elements of `size` bytes. On failure the rows read so far stay there for
+ * the caller to free. */
+static int read_rows(store *s, sqlite3_stmt *st, row_fn read_row, void *items, size_t *n, size_t size,
+                     const char *what, perq_err *err)
+{
+    *(void **)items = NULL;
+    *n = 0;
+    row_array a = {.items = items, .n = n, .size = size, .read_row = read_row};
+    return for_each_row(s, st, append_row, &a, what, err);
 }
 
 static void copy_col(char *dst, size_t cap, sqlite3_stmt *st, int col)
@@ -127,25 +239,36 @@ static char *dup_col(sqlite3_stmt *st, int col)
     return v ? strdup((const char *)v) : NULL;
 }
 
+/* A row of one id column, into char[PERQD_ID_MAX]. */
+static int read_id(sqlite3_stmt *st, void *id, perq_err *err)
+{
+    (void)err;
+    copy_col(id, PERQD_ID_MAX, st, 0);
+    return 0;
+}
+
+/* A row of one status column, into char[16]. */
+static int read_status(sqlite3_stmt *st, void *status, perq_err *err)
+{
+    (void)err;
+    copy_col(status, 16, st, 0);
+    return 0;
+}
+
 static void now_text(char out[PERQD_TIME_MAX])
 {
     perqd_format_time(perqd_now(), out);
 }
 
-/* Grows *items (of `size` bytes each) to hold one more; returns the new slot. */
-static void *push(void **items, size_t *n, size_t *cap, size_t size)
+/* After an UPDATE guarded by the row's state changed nothing: STORE_CONFLICT
+ * when the row (found by exists_sql, ?1 = id) is there in another state,
+ * STORE_NOT_FOUND when it is not. */
+static store_result conflict_unless_missing(store *s, const char *exists_sql, const char *id, const char *what,
+                                            perq_err *err)
 {
-    if (*n == *cap) {
-        size_t want = *cap ? *cap * 2 : 8;
-        void *grown = realloc(*items, want * size);
-        if (!grown)
-            return NULL;
-        *items = grown;
-        *cap = want;
-    }
-    void *slot = (char *)*items + (*n)++ * size;
-    memset(slot, 0, size);
-    return slot;
+    char found[PERQD_ID_MAX];
+    store_result result = read_one(s, statement(s, err, exists_sql, "t", id), read_id, found, what, err);
+    return result == STORE_OK ? STORE_CONFLICT : result;
 }
 
 /* ---- open, close ------------------------------------------------------------ */
@@ -214,7 +337,7 @@ int store_ping(store *s, perq_err *err)
 {
     lock(s);
     int rc = -1;
-    sqlite3_stmt *st = prepare(s, "SELECT count(*) FROM models", err);
+    sqlite3_stmt *st = statement(s, err, "SELECT count(*) FROM models", "");
     if (st) {
         rc = sqlite3_step(st) == SQLITE_ROW ? 0 : db_fail(s, err, "reading");
         sqlite3_finalize(st);
@@ -257,71 +380,53 @@ int store_model_create(store *s, const char *id, const char *name, perq_err *err
     char now[PERQD_TIME_MAX];
     now_text(now);
     lock(s);
-    sqlite3_stmt *st = prepare(s,
-                               "INSERT INTO models(id, name, status, created_at, seq) "
-                               "VALUES (?1, ?2, 'uploading', ?3, (SELECT COALESCE(MAX(seq), 0) + 1 FROM models))",
-                               err);
-    if (st) {
-        bind_text(st, 1, id);
-        bind_text(st, 2, name);
-        bind_text(st, 3, now);
-    }
-    int rc = run(s, st, err) < 0 ? -1 : 0;
+    int rc = update(s, err,
+                    "INSERT INTO models(id, name, status, created_at, seq) "
+                    "VALUES (?1, ?2, 'uploading', ?3, (SELECT COALESCE(MAX(seq), 0) + 1 FROM models))",
+                    "ttt", id, name, now);
     unlock(s);
-    return rc;
+    return rc < 0 ? -1 : 0;
+}
+
+static int read_file_row(sqlite3_stmt *st, void *row, perq_err *err)
+{
+    (void)err;
+    store_file *f = row;
+    copy_col(f->name, sizeof f->name, st, 0);
+    f->bytes = sqlite3_column_int64(st, 1);
+    copy_col(f->sha256, sizeof f->sha256, st, 2);
+    return 0;
 }
 
 static int load_files(store *s, store_model *m, perq_err *err)
 {
     sqlite3_stmt *st =
-        prepare(s, "SELECT name, bytes, sha256 FROM model_files WHERE model_id = ?1 ORDER BY name", err);
-    if (!st)
-        return -1;
-    bind_text(st, 1, m->id);
-    size_t cap = 0;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        store_file *f = push((void **)&m->files, &m->n_files, &cap, sizeof *f);
-        if (!f) {
-            sqlite3_finalize(st);
-            return perq_fail(err, PERQ_E_NOMEM, "out of memory");
-        }
-        copy_col(f->name, sizeof f->name, st, 0);
-        f->bytes = sqlite3_column_int64(st, 1);
-        copy_col(f->sha256, sizeof f->sha256, st, 2);
-    }
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : db_fail(s, err, "reading model files");
+        statement(s, err, "SELECT name, bytes, sha256 FROM model_files WHERE model_id = ?1 ORDER BY name", "t", m->id);
+    return read_rows(s, st, read_file_row, &m->files, &m->n_files, sizeof *m->files, "reading model files", err);
 }
 
-static void read_model_row(sqlite3_stmt *st, store_model *m)
+#define MODEL_COLUMNS "id, name, status, created_at"
+
+static int read_model_row(sqlite3_stmt *st, void *row, perq_err *err)
 {
+    (void)err;
+    store_model *m = row;
     memset(m, 0, sizeof *m);
     copy_col(m->id, sizeof m->id, st, 0);
     copy_col(m->name, sizeof m->name, st, 1);
     copy_col(m->status, sizeof m->status, st, 2);
     copy_col(m->created_at, sizeof m->created_at, st, 3);
+    return 0;
 }
 
 store_result store_model_get(store *s, const char *id, store_model *out, perq_err *err)
 {
     lock(s);
-    store_result result = STORE_ERROR;
-    sqlite3_stmt *st = prepare(s, "SELECT id, name, status, created_at FROM models WHERE id = ?1", err);
-    if (st) {
-        bind_text(st, 1, id);
-        int rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-            read_model_row(st, out);
-            result = load_files(s, out, err) == 0 ? STORE_OK : STORE_ERROR;
-            if (result != STORE_OK)
-                store_model_free(out);
-        } else if (rc == SQLITE_DONE) {
-            result = STORE_NOT_FOUND;
-        } else {
-            db_fail(s, err, "reading a model");
-        }
-        sqlite3_finalize(st);
+    sqlite3_stmt *st = statement(s, err, "SELECT " MODEL_COLUMNS " FROM models WHERE id = ?1", "t", id);
+    store_result result = read_one(s, st, read_model_row, out, "reading a model", err);
+    if (result == STORE_OK && load_files(s, out, err) != 0) {
+        store_model_free(out);
+        result = STORE_ERROR;
     }
     unlock(s);
     return result;
@@ -329,29 +434,11 @@ store_result store_model_get(store *s, const char *id, store_model *out, perq_er
 
 int store_model_list(store *s, store_model **out, size_t *n, perq_err *err)
 {
-    *out = NULL;
-    *n = 0;
-    size_t cap = 0;
     lock(s);
-    int rc = -1;
-    sqlite3_stmt *st = prepare(s, "SELECT id, name, status, created_at FROM models ORDER BY seq", err);
-    if (st) {
-        int step;
-        rc = 0;
-        while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-            store_model *m = push((void **)out, n, &cap, sizeof *m);
-            if (!m) {
-                rc = perq_fail(err, PERQ_E_NOMEM, "out of memory");
-                break;
-            }
-            read_model_row(st, m);
-        }
-        if (rc == 0 && step != SQLITE_DONE)
-            rc = db_fail(s, err, "listing models");
-        sqlite3_finalize(st);
-        for (size_t i = 0; rc == 0 && i < *n; i++)
-            rc = load_files(s, &(*out)[i], err);
-    }
+    sqlite3_stmt *st = statement(s, err, "SELECT " MODEL_COLUMNS " FROM models ORDER BY seq", "");
+    int rc = read_rows(s, st, read_model_row, out, n, sizeof **out, "listing models", err);
+    for (size_t i = 0; rc == 0 && i < *n; i++)
+        rc = load_files(s, &(*out)[i], err);
     unlock(s);
     if (rc != 0) {
         store_models_free(*out, *n);
@@ -364,43 +451,18 @@ int store_model_list(store *s, store_model **out, size_t *n, perq_err *err)
 /* The status of a model (locked), into status; STORE_NOT_FOUND when none. */
 static store_result model_status(store *s, const char *id, char status[16], perq_err *err)
 {
-    sqlite3_stmt *st = prepare(s, "SELECT status FROM models WHERE id = ?1", err);
-    if (!st)
-        return STORE_ERROR;
-    bind_text(st, 1, id);
-    int rc = sqlite3_step(st);
-    store_result result = STORE_OK;
-    if (rc == SQLITE_ROW)
-        copy_col(status, 16, st, 0);
-    else if (rc == SQLITE_DONE)
-        result = STORE_NOT_FOUND;
-    else
-        result = db_fail(s, err, "reading a model");
-    sqlite3_finalize(st);
-    return result;
+    sqlite3_stmt *st = statement(s, err, "SELECT status FROM models WHERE id = ?1", "t", id);
+    return read_one(s, st, read_status, status, "reading a model", err);
 }
 
 store_result store_model_transition(store *s, const char *id, const char *from, const char *to, perq_err *err)
 {
     lock(s);
-    store_result result;
-    sqlite3_stmt *st = prepare(s, "UPDATE models SET status = ?3 WHERE id = ?1 AND status = ?2", err);
-    if (st) {
-        bind_text(st, 1, id);
-        bind_text(st, 2, from);
-        bind_text(st, 3, to);
-    }
-    int changed = run(s, st, err);
-    if (changed < 0) {
-        result = STORE_ERROR;
-    } else if (changed > 0) {
-        result = STORE_OK;
-    } else {
-        char status[16];
-        result = model_status(s, id, status, err);
-        if (result == STORE_OK)
-            result = STORE_CONFLICT;
-    }
+    int changed = update(s, err, "UPDATE models SET status = ?3 WHERE id = ?1 AND status = ?2", "ttt", id, from, to);
+    store_result result = changed < 0  ? STORE_ERROR
+                          : changed > 0 ? STORE_OK
+                                        : conflict_unless_missing(s, "SELECT id FROM models WHERE id = ?1", id,
+                                                                  "reading a model", err);
     unlock(s);
     return result;
 }
@@ -416,34 +478,23 @@ store_result store_model_put_file(store *s, const char *model_id, const store_fi
         result = STORE_CONFLICT;
     if (result == STORE_OK && commit && commit(ctx, err) != 0)
         result = STORE_ERROR;
-    if (result == STORE_OK) {
-        sqlite3_stmt *st = prepare(s,
-                                   "INSERT INTO model_files(model_id, name, bytes, sha256, uploaded_at) "
-                                   "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (model_id, name) DO UPDATE SET "
-                                   "bytes = excluded.bytes, sha256 = excluded.sha256, "
-                                   "uploaded_at = excluded.uploaded_at",
-                                   err);
-        if (st) {
-            bind_text(st, 1, model_id);
-            bind_text(st, 2, f->name);
-            sqlite3_bind_int64(st, 3, f->bytes);
-            bind_text(st, 4, f->sha256);
-            bind_text(st, 5, now);
-        }
-        if (run(s, st, err) < 0)
-            result = STORE_ERROR;
-    }
+    if (result == STORE_OK &&
+        update(s, err,
+               "INSERT INTO model_files(model_id, name, bytes, sha256, uploaded_at) "
+               "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (model_id, name) DO UPDATE SET "
+               "bytes = excluded.bytes, sha256 = excluded.sha256, uploaded_at = excluded.uploaded_at",
+               "ttItt", model_id, f->name, (int64_t)f->bytes, f->sha256, now) < 0)
+        result = STORE_ERROR;
     unlock(s);
     return result;
 }
 
 static int count_active_jobs(store *s, const char *model_id, perq_err *err)
 {
-    sqlite3_stmt *st = prepare(
-        s, "SELECT count(*) FROM jobs WHERE model_id = ?1 AND status IN ('queued', 'running')", err);
+    sqlite3_stmt *st = statement(
+        s, err, "SELECT count(*) FROM jobs WHERE model_id = ?1 AND status IN ('queued', 'running')", "t", model_id);
     if (!st)
         return -1;
-    bind_text(st, 1, model_id);
     int n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : db_fail(s, err, "counting jobs");
     sqlite3_finalize(st);
     return n;
@@ -461,13 +512,8 @@ store_result store_model_begin_delete(store *s, const char *id, perq_err *err)
         else if (active > 0 || strcmp(status, "validating") == 0)
             result = STORE_CONFLICT;
     }
-    if (result == STORE_OK) {
-        sqlite3_stmt *st = prepare(s, "UPDATE models SET status = 'deleting' WHERE id = ?1", err);
-        if (st)
-            bind_text(st, 1, id);
-        if (run(s, st, err) < 0)
-            result = STORE_ERROR;
-    }
+    if (result == STORE_OK && update(s, err, "UPDATE models SET status = 'deleting' WHERE id = ?1", "t", id) < 0)
+        result = STORE_ERROR;
     unlock(s);
     return result;
 }
@@ -475,12 +521,9 @@ store_result store_model_begin_delete(store *s, const char *id, perq_err *err)
 int store_model_delete_row(store *s, const char *id, perq_err *err)
 {
     lock(s);
-    sqlite3_stmt *st = prepare(s, "DELETE FROM models WHERE id = ?1 AND status = 'deleting'", err);
-    if (st)
-        bind_text(st, 1, id);
-    int rc = run(s, st, err) < 0 ? -1 : 0;
+    int rc = update(s, err, "DELETE FROM models WHERE id = ?1 AND status = 'deleting'", "t", id);
     unlock(s);
-    return rc;
+    return rc < 0 ? -1 : 0;
 }
 
 /* ---- datasets --------------------------------------------------------------- */
@@ -491,78 +534,44 @@ int store_dataset_put(store *s, const store_dataset *ds, store_commit_fn commit,
     now_text(now);
     lock(s);
     int rc = commit ? commit(ctx, err) : 0;
-    if (rc == 0) {
-        sqlite3_stmt *st = prepare(s,
-                                   "INSERT INTO datasets(name, bytes, sha256, created_at) VALUES (?1, ?2, ?3, ?4) "
-                                   "ON CONFLICT (name) DO UPDATE SET bytes = excluded.bytes, "
-                                   "sha256 = excluded.sha256, created_at = excluded.created_at",
-                                   err);
-        if (st) {
-            bind_text(st, 1, ds->name);
-            sqlite3_bind_int64(st, 2, ds->bytes);
-            bind_text(st, 3, ds->sha256);
-            bind_text(st, 4, now);
-        }
-        rc = run(s, st, err) < 0 ? -1 : 0;
-    }
+    if (rc == 0 && update(s, err,
+                          "INSERT INTO datasets(name, bytes, sha256, created_at) VALUES (?1, ?2, ?3, ?4) "
+                          "ON CONFLICT (name) DO UPDATE SET bytes = excluded.bytes, "
+                          "sha256 = excluded.sha256, created_at = excluded.created_at",
+                          "tItt", ds->name, (int64_t)ds->bytes, ds->sha256, now) < 0)
+        rc = -1;
     unlock(s);
     return rc;
 }
 
-static void read_dataset_row(sqlite3_stmt *st, store_dataset *d)
+#define DATASET_COLUMNS "name, bytes, sha256, created_at"
+
+static int read_dataset_row(sqlite3_stmt *st, void *row, perq_err *err)
 {
+    (void)err;
+    store_dataset *d = row;
     memset(d, 0, sizeof *d);
     copy_col(d->name, sizeof d->name, st, 0);
     d->bytes = sqlite3_column_int64(st, 1);
     copy_col(d->sha256, sizeof d->sha256, st, 2);
     copy_col(d->created_at, sizeof d->created_at, st, 3);
+    return 0;
 }
 
 store_result store_dataset_get(store *s, const char *name, store_dataset *out, perq_err *err)
 {
     lock(s);
-    store_result result = STORE_ERROR;
-    sqlite3_stmt *st = prepare(s, "SELECT name, bytes, sha256, created_at FROM datasets WHERE name = ?1", err);
-    if (st) {
-        bind_text(st, 1, name);
-        int rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-            read_dataset_row(st, out);
-            result = STORE_OK;
-        } else if (rc == SQLITE_DONE) {
-            result = STORE_NOT_FOUND;
-        } else {
-            db_fail(s, err, "reading a dataset");
-        }
-        sqlite3_finalize(st);
-    }
+    sqlite3_stmt *st = statement(s, err, "SELECT " DATASET_COLUMNS " FROM datasets WHERE name = ?1", "t", name);
+    store_result result = read_one(s, st, read_dataset_row, out, "reading a dataset", err);
     unlock(s);
     return result;
 }
 
 int store_dataset_list(store *s, store_dataset **out, size_t *n, perq_err *err)
 {
-    *out = NULL;
-    *n = 0;
-    size_t cap = 0;
     lock(s);
-    int rc = -1;
-    sqlite3_stmt *st = prepare(s, "SELECT name, bytes, sha256, created_at FROM datasets ORDER BY name", err);
-    if (st) {
-        int step;
-        rc = 0;
-        while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-            store_dataset *d = push((void **)out, n, &cap, sizeof *d);
-            if (!d) {
-                rc = perq_fail(err, PERQ_E_NOMEM, "out of memory");
-                break;
-            }
-            read_dataset_row(st, d);
-        }
-        if (rc == 0 && step != SQLITE_DONE)
-            rc = db_fail(s, err, "listing datasets");
-        sqlite3_finalize(st);
-    }
+    sqlite3_stmt *st = statement(s, err, "SELECT " DATASET_COLUMNS " FROM datasets ORDER BY name", "");
+    int rc = read_rows(s, st, read_dataset_row, out, n, sizeof **out, "listing datasets", err);
     unlock(s);
     if (rc != 0) {
         free(*out);
@@ -608,8 +617,9 @@ void store_jobs_free(store_job *jobs, size_t n)
     "seq, id, model_id, status, stage, progress_done, progress_total, stage_started, created_at, started_at, " \
     "finished_at, error_type, error_detail, metrics, spec, requeues, cancel_requested"
 
-static int read_job_row(sqlite3_stmt *st, store_job *j, perq_err *err)
+static int read_job_row(sqlite3_stmt *st, void *row, perq_err *err)
 {
+    store_job *j = row;
     memset(j, 0, sizeof *j);
     j->seq = sqlite3_column_int64(st, 0);
     copy_col(j->id, sizeof j->id, st, 1);
@@ -636,54 +646,57 @@ static int read_job_row(sqlite3_stmt *st, store_job *j, perq_err *err)
     return 0;
 }
 
-/* One job by a column (locked); STORE_NOT_FOUND when none. */
-static store_result job_by(store *s, const char *column, const char *value, store_job *out, perq_err *err)
+/* One job (locked); STORE_NOT_FOUND when none. */
+static store_result job_by_id(store *s, const char *id, store_job *out, perq_err *err)
 {
-    char sql[256];
-    snprintf(sql, sizeof sql, "SELECT " JOB_COLUMNS " FROM jobs WHERE %s = ?1", column);
-    sqlite3_stmt *st = prepare(s, sql, err);
-    if (!st)
-        return STORE_ERROR;
-    bind_text(st, 1, value);
-    int rc = sqlite3_step(st);
-    store_result result;
-    if (rc == SQLITE_ROW)
-        result = read_job_row(st, out, err) == 0 ? STORE_OK : STORE_ERROR;
-    else if (rc == SQLITE_DONE)
-        result = STORE_NOT_FOUND;
-    else
-        result = db_fail(s, err, "reading a job");
-    sqlite3_finalize(st);
-    return result;
+    sqlite3_stmt *st = statement(s, err, "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1", "t", id);
+    return read_one(s, st, read_job_row, out, "reading a job", err);
+}
+
+static store_result job_conflict_unless_missing(store *s, const char *id, perq_err *err)
+{
+    return conflict_unless_missing(s, "SELECT id FROM jobs WHERE id = ?1", id, "reading a job", err);
 }
 
 static int add_event_locked(store *s, const char *job_id, const char *level, const char *stage,
                             const char *message, const char *data, perq_err *err);
 
+/* add_event_locked as a store_result. */
+static store_result job_event(store *s, const char *job_id, const char *level, const char *message, perq_err *err)
+{
+    return add_event_locked(s, job_id, level, NULL, message, NULL, err) == 0 ? STORE_OK : STORE_ERROR;
+}
+
+/* The job holding an idempotency key: its id, and whether the request hash
+ * stored with it is `hash`. */
+typedef struct key_owner {
+    const char *hash;
+    char id[PERQD_ID_MAX];
+    bool same;
+} key_owner;
+
+static int read_key_owner(sqlite3_stmt *st, void *row, perq_err *err)
+{
+    (void)err;
+    key_owner *k = row;
+    copy_col(k->id, sizeof k->id, st, 0);
+    const unsigned char *h = sqlite3_column_text(st, 1);
+    k->same = h && k->hash && strcmp((const char *)h, k->hash) == 0;
+    return 0;
+}
+
 /* The job of an idempotency key (locked): STORE_EXISTS with *out when its
  * hash is `hash`, STORE_CONFLICT when another, STORE_NOT_FOUND when none. */
 static store_result job_by_key(store *s, const char *key, const char *hash, store_job *out, perq_err *err)
 {
-    sqlite3_stmt *st = prepare(s, "SELECT id, idempotency_hash FROM jobs WHERE idempotency_key = ?1", err);
-    if (!st)
-        return STORE_ERROR;
-    bind_text(st, 1, key);
-    int rc = sqlite3_step(st);
-    char id[PERQD_ID_MAX] = "";
-    bool same = false;
-    if (rc == SQLITE_ROW) {
-        copy_col(id, sizeof id, st, 0);
-        const unsigned char *h = sqlite3_column_text(st, 1);
-        same = h && hash && strcmp((const char *)h, hash) == 0;
-    }
-    sqlite3_finalize(st);
-    if (rc == SQLITE_DONE)
-        return STORE_NOT_FOUND;
-    if (rc != SQLITE_ROW)
-        return db_fail(s, err, "reading a job");
-    if (!same)
+    key_owner owner = {.hash = hash};
+    sqlite3_stmt *st = statement(s, err, "SELECT id, idempotency_hash FROM jobs WHERE idempotency_key = ?1", "t", key);
+    store_result result = read_one(s, st, read_key_owner, &owner, "reading a job", err);
+    if (result != STORE_OK)
+        return result;
+    if (!owner.same)
         return STORE_CONFLICT;
-    store_result result = job_by(s, "id", id, out, err);
+    result = job_by_id(s, owner.id, out, err);
     return result == STORE_OK ? STORE_EXISTS : result;
 }
 
@@ -708,20 +721,13 @@ store_result store_job_create(store *s, const store_new_job *nj, store_job *out,
         result = STORE_ERROR;
         goto done;
     }
-    sqlite3_stmt *st = prepare(s,
-                               "INSERT INTO jobs(id, model_id, status, created_at, spec, idempotency_key, "
-                               "idempotency_hash) VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6)",
-                               err);
-    if (st) {
-        bind_text(st, 1, nj->id);
-        bind_text(st, 2, nj->model_id);
-        bind_text(st, 3, now);
-        bind_text(st, 4, nj->spec);
-        bind_text(st, 5, nj->idempotency_key);
-        bind_text(st, 6, nj->idempotency_key ? nj->idempotency_hash : NULL);
-    }
-    if (run(s, st, err) < 0 || add_event_locked(s, nj->id, "info", NULL, "queued", NULL, err) != 0 ||
-        job_by(s, "id", nj->id, out, err) != STORE_OK) {
+    if (update(s, err,
+               "INSERT INTO jobs(id, model_id, status, created_at, spec, idempotency_key, "
+               "idempotency_hash) VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6)",
+               "tttttt", nj->id, nj->model_id, now, nj->spec, nj->idempotency_key,
+               nj->idempotency_key ? nj->idempotency_hash : NULL) < 0 ||
+        add_event_locked(s, nj->id, "info", NULL, "queued", NULL, err) != 0 ||
+        job_by_id(s, nj->id, out, err) != STORE_OK) {
         exec_sql(s, "ROLLBACK TO create_job; RELEASE create_job", NULL);
         result = STORE_ERROR;
         goto done;
@@ -738,43 +744,18 @@ done:
 store_result store_job_get(store *s, const char *id, store_job *out, perq_err *err)
 {
     lock(s);
-    store_result result = job_by(s, "id", id, out, err);
+    store_result result = job_by_id(s, id, out, err);
     unlock(s);
     return result;
 }
 
 int store_job_list(store *s, const char *status, store_job **out, size_t *n, perq_err *err)
 {
-    *out = NULL;
-    *n = 0;
-    size_t cap = 0;
     lock(s);
-    int rc = -1;
-    sqlite3_stmt *st = prepare(s,
-                               status ? "SELECT " JOB_COLUMNS " FROM jobs WHERE status = ?1 ORDER BY seq"
-                                      : "SELECT " JOB_COLUMNS " FROM jobs ORDER BY seq",
-                               err);
-    if (st) {
-        if (status)
-            bind_text(st, 1, status);
-        int step;
-        rc = 0;
-        while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-            store_job *j = push((void **)out, n, &cap, sizeof *j);
-            if (!j) {
-                rc = perq_fail(err, PERQ_E_NOMEM, "out of memory");
-                break;
-            }
-            if (read_job_row(st, j, err) != 0) {
-                (*n)--;
-                rc = -1;
-                break;
-            }
-        }
-        if (rc == 0 && step != SQLITE_DONE)
-            rc = db_fail(s, err, "listing jobs");
-        sqlite3_finalize(st);
-    }
+    sqlite3_stmt *st = status ? statement(s, err, "SELECT " JOB_COLUMNS " FROM jobs WHERE status = ?1 ORDER BY seq",
+                                          "t", status)
+                              : statement(s, err, "SELECT " JOB_COLUMNS " FROM jobs ORDER BY seq", "");
+    int rc = read_rows(s, st, read_job_row, out, n, sizeof **out, "listing jobs", err);
     unlock(s);
     if (rc != 0) {
         store_jobs_free(*out, *n);
@@ -784,60 +765,40 @@ int store_job_list(store *s, const char *status, store_job **out, size_t *n, per
     return rc;
 }
 
+static int count_status_row(sqlite3_stmt *st, void *counts, perq_err *err)
+{
+    (void)err;
+    const char *status = (const char *)sqlite3_column_text(st, 0);
+    for (int i = 0; status && i < STORE_N_JOB_STATUS; i++)
+        if (strcmp(status, store_job_statuses[i]) == 0)
+            ((int64_t *)counts)[i] = sqlite3_column_int64(st, 1);
+    return 0;
+}
+
 int store_job_counts(store *s, int64_t counts[STORE_N_JOB_STATUS], perq_err *err)
 {
     memset(counts, 0, sizeof(int64_t) * STORE_N_JOB_STATUS);
     lock(s);
-    int rc = -1;
-    sqlite3_stmt *st = prepare(s, "SELECT status, count(*) FROM jobs GROUP BY status", err);
-    if (st) {
-        int step;
-        while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-            const char *status = (const char *)sqlite3_column_text(st, 0);
-            for (int i = 0; status && i < STORE_N_JOB_STATUS; i++)
-                if (strcmp(status, store_job_statuses[i]) == 0)
-                    counts[i] = sqlite3_column_int64(st, 1);
-        }
-        rc = step == SQLITE_DONE ? 0 : db_fail(s, err, "counting jobs");
-        sqlite3_finalize(st);
-    }
+    sqlite3_stmt *st = statement(s, err, "SELECT status, count(*) FROM jobs GROUP BY status", "");
+    int rc = for_each_row(s, st, count_status_row, counts, "counting jobs", err);
     unlock(s);
     return rc;
 }
 
 store_result store_job_claim_next(store *s, store_job *out, perq_err *err)
 {
-    char now[PERQD_TIME_MAX];
+    char now[PERQD_TIME_MAX], id[PERQD_ID_MAX];
     now_text(now);
     lock(s);
-    store_result result = STORE_NOT_FOUND;
-    char id[PERQD_ID_MAX] = "";
-    sqlite3_stmt *st = prepare(s, "SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1", err);
-    if (!st) {
-        result = STORE_ERROR;
-    } else {
-        int rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW)
-            copy_col(id, sizeof id, st, 0);
-        else if (rc != SQLITE_DONE)
-            result = db_fail(s, err, "finding a queued job");
-        sqlite3_finalize(st);
-    }
-    if (id[0]) {
-        st = prepare(s,
-                     "UPDATE jobs SET status = 'running', started_at = ?2, stage = NULL, progress_done = 0, "
-                     "progress_total = 0, stage_started = NULL, cancel_requested = 0 "
-                     "WHERE id = ?1 AND status = 'queued'",
-                     err);
-        if (st) {
-            bind_text(st, 1, id);
-            bind_text(st, 2, now);
-        }
-        int changed = run(s, st, err);
-        if (changed < 0)
-            result = STORE_ERROR;
-        else if (changed == 1)
-            result = job_by(s, "id", id, out, err);
+    sqlite3_stmt *st = statement(s, err, "SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1", "");
+    store_result result = read_one(s, st, read_id, id, "finding a queued job", err);
+    if (result == STORE_OK) {
+        int changed = update(s, err,
+                             "UPDATE jobs SET status = 'running', started_at = ?2, stage = NULL, progress_done = 0, "
+                             "progress_total = 0, stage_started = NULL, cancel_requested = 0 "
+                             "WHERE id = ?1 AND status = 'queued'",
+                             "tt", id, now);
+        result = changed < 0 ? STORE_ERROR : changed == 1 ? job_by_id(s, id, out, err) : STORE_NOT_FOUND;
     }
     unlock(s);
     return result;
@@ -846,36 +807,23 @@ store_result store_job_claim_next(store *s, store_job *out, perq_err *err)
 int store_job_set_stage(store *s, const char *id, const char *stage, perq_err *err)
 {
     lock(s);
-    sqlite3_stmt *st = prepare(s,
-                               "UPDATE jobs SET stage = ?2, progress_done = 0, progress_total = 0, "
-                               "stage_started = ?3 WHERE id = ?1 AND status = 'running'",
-                               err);
-    if (st) {
-        bind_text(st, 1, id);
-        bind_text(st, 2, stage);
-        sqlite3_bind_double(st, 3, perqd_now());
-    }
-    int rc = run(s, st, err) < 0 ? -1 : 0;
+    int rc = update(s, err,
+                    "UPDATE jobs SET stage = ?2, progress_done = 0, progress_total = 0, "
+                    "stage_started = ?3 WHERE id = ?1 AND status = 'running'",
+                    "ttd", id, stage, perqd_now());
     unlock(s);
-    return rc;
+    return rc < 0 ? -1 : 0;
 }
 
 int store_job_set_progress(store *s, const char *id, int64_t done, int64_t total, perq_err *err)
 {
     lock(s);
-    sqlite3_stmt *st = prepare(s,
-                               "UPDATE jobs SET progress_done = ?2, progress_total = ?3, "
-                               "stage_started = COALESCE(stage_started, ?4) WHERE id = ?1 AND status = 'running'",
-                               err);
-    if (st) {
-        bind_text(st, 1, id);
-        sqlite3_bind_int64(st, 2, done);
-        sqlite3_bind_int64(st, 3, total);
-        sqlite3_bind_double(st, 4, perqd_now());
-    }
-    int rc = run(s, st, err) < 0 ? -1 : 0;
+    int rc = update(s, err,
+                    "UPDATE jobs SET progress_done = ?2, progress_total = ?3, "
+                    "stage_started = COALESCE(stage_started, ?4) WHERE id = ?1 AND status = 'running'",
+                    "tIId", id, done, total, perqd_now());
     unlock(s);
-    return rc;
+    return rc < 0 ? -1 : 0;
 }
 
 store_result store_job_finish(store *s, const char *id, const char *status, const char *error_type,
@@ -886,43 +834,21 @@ store_result store_job_finish(store *s, const char *id, const char *status, cons
     char now[PERQD_TIME_MAX];
     now_text(now);
     bool succeeded = strcmp(status, "succeeded") == 0;
+    char message[1200];
+    if (error_type)
+        snprintf(message, sizeof message, "%s: %s", status, error_detail ? error_detail : error_type);
+    else
+        snprintf(message, sizeof message, "%s", status);
     lock(s);
-    store_result result;
-    sqlite3_stmt *st = prepare(s,
-                               "UPDATE jobs SET status = ?2, finished_at = ?3, error_type = ?4, error_detail = ?5, "
-                               "metrics = ?6, progress_done = CASE WHEN ?7 THEN progress_total ELSE "
-                               "progress_done END WHERE id = ?1 AND status IN ('queued', 'running')",
-                               err);
-    if (st) {
-        bind_text(st, 1, id);
-        bind_text(st, 2, status);
-        bind_text(st, 3, now);
-        bind_text(st, 4, error_type);
-        bind_text(st, 5, error_type ? (error_detail ? error_detail : "") : NULL);
-        bind_text(st, 6, metrics);
-        sqlite3_bind_int(st, 7, succeeded);
-    }
-    int changed = run(s, st, err);
-    if (changed < 0) {
-        result = STORE_ERROR;
-    } else if (changed == 1) {
-        char message[1200];
-        if (error_type)
-            snprintf(message, sizeof message, "%s: %s", status, error_detail ? error_detail : error_type);
-        else
-            snprintf(message, sizeof message, "%s", status);
-        result = add_event_locked(s, id, error_type && !succeeded ? "error" : "info", NULL, message, NULL, err) ==
-                         0
-                     ? STORE_OK
-                     : STORE_ERROR;
-    } else {
-        store_job j;
-        result = job_by(s, "id", id, &j, err);
-        if (result == STORE_OK) {
-            store_job_free(&j);
-            result = STORE_CONFLICT;
-        }
-    }
+    int changed = update(s, err,
+                         "UPDATE jobs SET status = ?2, finished_at = ?3, error_type = ?4, error_detail = ?5, "
+                         "metrics = ?6, progress_done = CASE WHEN ?7 THEN progress_total ELSE "
+                         "progress_done END WHERE id = ?1 AND status IN ('queued', 'running')",
+                         "tttttti", id, status, now, error_type,
+                         error_type ? (error_detail ? error_detail : "") : NULL, metrics, (int)succeeded);
+    store_result result = changed < 0   ? STORE_ERROR
+                          : changed == 1 ? job_event(s, id, error_type && !succeeded ? "error" : "info", message, err)
+                                         : job_conflict_unless_missing(s, id, err);
     unlock(s);
     return result;
 }
@@ -930,20 +856,14 @@ store_result store_job_finish(store *s, const char *id, const char *status, cons
 store_result store_job_requeue(store *s, const char *id, const char *reason, bool count_it, perq_err *err)
 {
     lock(s);
-    sqlite3_stmt *st = prepare(s,
-                               "UPDATE jobs SET status = 'queued', started_at = NULL, stage = NULL, "
-                               "progress_done = 0, progress_total = 0, stage_started = NULL, "
-                               "requeues = requeues + ?2 WHERE id = ?1 AND status = 'running'",
-                               err);
-    if (st) {
-        bind_text(st, 1, id);
-        sqlite3_bind_int(st, 2, count_it ? 1 : 0);
-    }
-    int changed = run(s, st, err);
+    int changed = update(s, err,
+                         "UPDATE jobs SET status = 'queued', started_at = NULL, stage = NULL, "
+                         "progress_done = 0, progress_total = 0, stage_started = NULL, "
+                         "requeues = requeues + ?2 WHERE id = ?1 AND status = 'running'",
+                         "ti", id, count_it ? 1 : 0);
     store_result result = changed < 0    ? STORE_ERROR
                           : changed == 0 ? STORE_CONFLICT
-                          : add_event_locked(s, id, "warn", NULL, reason, NULL, err) == 0 ? STORE_OK
-                                                                                         : STORE_ERROR;
+                                         : job_event(s, id, "warn", reason, err);
     unlock(s);
     return result;
 }
@@ -955,45 +875,69 @@ store_result store_job_cancel(store *s, const char *id, bool *was_running, perq_
     *was_running = false;
     lock(s);
     store_result result;
-    sqlite3_stmt *st = prepare(s,
-                               "UPDATE jobs SET status = 'cancelled', finished_at = ?2, error_type = 'cancelled', "
-                               "error_detail = 'cancelled by request before it started' "
-                               "WHERE id = ?1 AND status = 'queued'",
-                               err);
-    if (st) {
-        bind_text(st, 1, id);
-        bind_text(st, 2, now);
-    }
-    int changed = run(s, st, err);
+    int changed = update(s, err,
+                         "UPDATE jobs SET status = 'cancelled', finished_at = ?2, error_type = 'cancelled', "
+                         "error_detail = 'cancelled by request before it started' "
+                         "WHERE id = ?1 AND status = 'queued'",
+                         "tt", id, now);
     if (changed < 0) {
         result = STORE_ERROR;
     } else if (changed == 1) {
-        result = add_event_locked(s, id, "info", NULL, "cancelled before it started", NULL, err) == 0
-                     ? STORE_OK
-                     : STORE_ERROR;
+        result = job_event(s, id, "info", "cancelled before it started", err);
     } else {
-        st = prepare(s, "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND status = 'running'", err);
-        if (st)
-            bind_text(st, 1, id);
-        changed = run(s, st, err);
-        if (changed < 0) {
-            result = STORE_ERROR;
-        } else if (changed == 1) {
-            *was_running = true;
-            result = add_event_locked(s, id, "info", NULL, "cancel requested: stopping the worker", NULL, err) == 0
-                         ? STORE_OK
-                         : STORE_ERROR;
-        } else {
-            store_job j;
-            result = job_by(s, "id", id, &j, err);
-            if (result == STORE_OK) {
-                store_job_free(&j);
-                result = STORE_CONFLICT;
-            }
-        }
+        changed = update(s, err, "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND status = 'running'", "t", id);
+        *was_running = changed == 1;
+        result = changed < 0    ? STORE_ERROR
+                 : changed == 1 ? job_event(s, id, "info", "cancel requested: stopping the worker", err)
+                                : job_conflict_unless_missing(s, id, err);
     }
     unlock(s);
     return result;
+}
+
+/* A job that was running when the daemon stopped. */
+typedef struct interrupted {
+    char id[PERQD_ID_MAX];
+    int requeues;
+} interrupted;
+
+static int read_interrupted(sqlite3_stmt *st, void *row, perq_err *err)
+{
+    (void)err;
+    interrupted *j = row;
+    copy_col(j->id, sizeof j->id, st, 0);
+    j->requeues = sqlite3_column_int(st, 1);
+    return 0;
+}
+
+/* Re-queues an interrupted job, or fails it once it has been re-queued
+ * STORE_MAX_REQUEUES times, with an event saying which (locked). */
+static int recover_job(store *s, const interrupted *j, const char *now, int *requeued, int *failed, perq_err *err)
+{
+    char message[256];
+    int rc;
+    bool give_up = j->requeues >= STORE_MAX_REQUEUES;
+    if (give_up) {
+        snprintf(message, sizeof message, "the daemon stopped while this job ran, %d times; not starting it again",
+                 j->requeues + 1);
+        rc = update(s, err,
+                    "UPDATE jobs SET status = 'failed', finished_at = ?2, error_type = 'interrupted', "
+                    "error_detail = ?3 WHERE id = ?1 AND status = 'running'",
+                    "ttt", j->id, now, message);
+        (*failed)++;
+    } else {
+        snprintf(message, sizeof message, "re-queued after daemon restart (%d of %d)", j->requeues + 1,
+                 STORE_MAX_REQUEUES);
+        rc = update(s, err,
+                    "UPDATE jobs SET status = 'queued', started_at = NULL, stage = NULL, progress_done = 0, "
+                    "progress_total = 0, stage_started = NULL, requeues = requeues + 1 "
+                    "WHERE id = ?1 AND status = 'running'",
+                    "t", j->id);
+        (*requeued)++;
+    }
+    if (rc < 0)
+        return -1;
+    return add_event_locked(s, j->id, give_up ? "error" : "warn", NULL, message, NULL, err);
 }
 
 int store_recover(store *s, int *requeued, int *failed, perq_err *err)
@@ -1007,58 +951,13 @@ int store_recover(store *s, int *requeued, int *failed, perq_err *err)
         rc = exec_sql(s, "UPDATE models SET status = 'uploading' WHERE status = 'validating'", err);
 
     /* Collect the jobs first: the events written below must not disturb the scan. */
-    struct interrupted {
-        char id[PERQD_ID_MAX];
-        int requeues;
-    } *jobs = NULL;
-    size_t n = 0, cap = 0;
-    sqlite3_stmt *st = rc == 0 ? prepare(s, "SELECT id, requeues FROM jobs WHERE status = 'running'", err) : NULL;
-    if (rc == 0 && !st)
-        rc = -1;
-    while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
-        struct interrupted *j = push((void **)&jobs, &n, &cap, sizeof *j);
-        if (!j) {
-            rc = perq_fail(err, PERQ_E_NOMEM, "out of memory");
-            break;
-        }
-        copy_col(j->id, sizeof j->id, st, 0);
-        j->requeues = sqlite3_column_int(st, 1);
-    }
-    sqlite3_finalize(st);
-
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        char message[256];
-        if (jobs[i].requeues >= STORE_MAX_REQUEUES) {
-            snprintf(message, sizeof message,
-                     "the daemon stopped while this job ran, %d times; not starting it again", jobs[i].requeues + 1);
-            st = prepare(s,
-                         "UPDATE jobs SET status = 'failed', finished_at = ?2, error_type = 'interrupted', "
-                         "error_detail = ?3 WHERE id = ?1 AND status = 'running'",
-                         err);
-            if (st) {
-                bind_text(st, 1, jobs[i].id);
-                bind_text(st, 2, now);
-                bind_text(st, 3, message);
-            }
-            rc = run(s, st, err) < 0 ? -1 : 0;
-            (*failed)++;
-        } else {
-            snprintf(message, sizeof message, "re-queued after daemon restart (%d of %d)", jobs[i].requeues + 1,
-                     STORE_MAX_REQUEUES);
-            st = prepare(s,
-                         "UPDATE jobs SET status = 'queued', started_at = NULL, stage = NULL, progress_done = 0, "
-                         "progress_total = 0, stage_started = NULL, requeues = requeues + 1 "
-                         "WHERE id = ?1 AND status = 'running'",
-                         err);
-            if (st)
-                bind_text(st, 1, jobs[i].id);
-            rc = run(s, st, err) < 0 ? -1 : 0;
-            (*requeued)++;
-        }
-        if (rc == 0)
-            rc = add_event_locked(s, jobs[i].id, jobs[i].requeues >= STORE_MAX_REQUEUES ? "error" : "warn", NULL, message,
-                                  NULL, err);
-    }
+    interrupted *jobs = NULL;
+    size_t n = 0;
+    if (rc == 0)
+        rc = read_rows(s, statement(s, err, "SELECT id, requeues FROM jobs WHERE status = 'running'", ""),
+                       read_interrupted, &jobs, &n, sizeof *jobs, "finding interrupted jobs", err);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = recover_job(s, &jobs[i], now, requeued, failed, err);
     free(jobs);
     if (rc == 0)
         rc = exec_sql(s, "COMMIT", err);
@@ -1075,20 +974,12 @@ static int add_event_locked(store *s, const char *job_id, const char *level, con
 {
     char now[PERQD_TIME_MAX];
     now_text(now);
-    sqlite3_stmt *st = prepare(s,
-                               "INSERT INTO events(job_id, seq, time, level, stage, message, data) VALUES "
-                               "(?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job_id = ?1), ?2, ?3, "
-                               "COALESCE(?4, (SELECT stage FROM jobs WHERE id = ?1)), ?5, ?6)",
-                               err);
-    if (st) {
-        bind_text(st, 1, job_id);
-        bind_text(st, 2, now);
-        bind_text(st, 3, level);
-        bind_text(st, 4, stage);
-        bind_text(st, 5, message);
-        bind_text(st, 6, data);
-    }
-    return run(s, st, err) < 0 ? -1 : 0;
+    int changed = update(s, err,
+                         "INSERT INTO events(job_id, seq, time, level, stage, message, data) VALUES "
+                         "(?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job_id = ?1), ?2, ?3, "
+                         "COALESCE(?4, (SELECT stage FROM jobs WHERE id = ?1)), ?5, ?6)",
+                         "tttttt", job_id, now, level, stage, message, data);
+    return changed < 0 ? -1 : 0;
 }
 
 int store_event_add(store *s, const char *job_id, const char *level, const char *stage, const char *message,
@@ -1100,35 +991,31 @@ int store_event_add(store *s, const char *job_id, const char *level, const char 
     return rc;
 }
 
+/* Appends the event of the current row to the JSON array `events`. */
+static int append_event(sqlite3_stmt *st, void *events, perq_err *err)
+{
+    (void)err;
+    const char *stage = (const char *)sqlite3_column_text(st, 3);
+    const char *data = (const char *)sqlite3_column_text(st, 5);
+    json_t *data_json = data ? json_loads(data, 0, NULL) : NULL;
+    json_array_append_new(events, json_pack("{sI ss ss so ss so}", "seq", (json_int_t)sqlite3_column_int64(st, 0),
+                                            "time", (const char *)sqlite3_column_text(st, 1), "level",
+                                            (const char *)sqlite3_column_text(st, 2), "stage",
+                                            stage ? json_string(stage) : json_null(), "message",
+                                            (const char *)sqlite3_column_text(st, 4), "data",
+                                            data_json ? data_json : json_null()));
+    return 0;
+}
+
 int store_event_list(store *s, const char *job_id, int64_t after, int limit, json_t **events, perq_err *err)
 {
     *events = json_array();
     lock(s);
-    int rc = -1;
-    sqlite3_stmt *st = prepare(s,
-                               "SELECT seq, time, level, stage, message, data FROM events "
-                               "WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-                               err);
-    if (st) {
-        bind_text(st, 1, job_id);
-        sqlite3_bind_int64(st, 2, after);
-        sqlite3_bind_int(st, 3, limit);
-        int step;
-        while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-            const char *stage = (const char *)sqlite3_column_text(st, 3);
-            const char *data = (const char *)sqlite3_column_text(st, 5);
-            json_t *data_json = data ? json_loads(data, 0, NULL) : NULL;
-            json_array_append_new(
-                *events, json_pack("{sI ss ss so ss so}", "seq", (json_int_t)sqlite3_column_int64(st, 0), "time",
-                                   (const char *)sqlite3_column_text(st, 1), "level",
-                                   (const char *)sqlite3_column_text(st, 2), "stage",
-                                   stage ? json_string(stage) : json_null(), "message",
-                                   (const char *)sqlite3_column_text(st, 4), "data",
-                                   data_json ? data_json : json_null()));
-        }
-        rc = step == SQLITE_DONE ? 0 : db_fail(s, err, "reading events");
-        sqlite3_finalize(st);
-    }
+    sqlite3_stmt *st = statement(s, err,
+                                 "SELECT seq, time, level, stage, message, data FROM events "
+                                 "WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                                 "tIi", job_id, after, limit);
+    int rc = for_each_row(s, st, append_event, *events, "reading events", err);
     unlock(s);
     if (rc != 0) {
         json_decref(*events);
