@@ -1,27 +1,25 @@
 /* safetensors writing: the header names every tensor with its offsets, then
- * the tensors' bytes follow in the order they were added, written straight
- * from the caller's memory into a temporary file that is renamed when whole. */
+ * the tensors' bytes follow in the order they were added, written into a
+ * temporary file that is renamed when whole. perq_st_write takes them from
+ * the caller's memory; the stream form takes them as the caller makes them. */
 #include "perq/fsutil.h"
 #include "perq/safetensors.h"
 
+#include <inttypes.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    char *name;
-    perq_dtype dtype;
-    int ndim;
-    int64_t shape[PERQ_MAX_DIMS];
-    const void *data;
-    size_t nbytes;
-} pending_tensor;
-
 struct perq_st_writer {
-    pending_tensor *tensors;
+    perq_tensor *tensors; /* data NULL for a declared tensor */
     size_t n_tensors, cap_tensors;
     perq_st_meta *meta;
     size_t n_meta, cap_meta;
+    /* a stream: the temporary file between its header and its commit */
+    bool streaming;
+    perq_atomic_file file;
+    uint64_t written, total;
 };
 
 perq_st_writer *perq_st_writer_new(void)
@@ -33,6 +31,8 @@ void perq_st_writer_free(perq_st_writer *w)
 {
     if (!w)
         return;
+    if (w->streaming)
+        perq_atomic_abort(&w->file);
     for (size_t i = 0; i < w->n_tensors; i++)
         free(w->tensors[i].name);
     free(w->tensors);
@@ -78,9 +78,13 @@ static int tensor_bytes(const char *name, perq_dtype dtype, int ndim, const int6
     return 0;
 }
 
-int perq_st_writer_add(perq_st_writer *w, const char *name, perq_dtype dtype, int ndim,
-                       const int64_t *shape, const void *data, perq_err *err)
+/* Validates a tensor and appends it; a declared one has no data yet (it is streamed). */
+static int add_tensor(perq_st_writer *w, const char *name, perq_dtype dtype, int ndim, const int64_t *shape,
+                      const void *data, bool declared, perq_err *err)
 {
+    if (w->streaming)
+        return perq_fail(err, PERQ_E_INVALID, "tensor \"%s\": added after the header was written",
+                         name ? name : "(null)");
     if (!name || strcmp(name, "__metadata__") == 0)
         return perq_fail(err, PERQ_E_INVALID, "tensor name \"%s\" is reserved", name ? name : "(null)");
     if (!perq_dtype_name(dtype))
@@ -95,11 +99,11 @@ int perq_st_writer_add(perq_st_writer *w, const char *name, perq_dtype dtype, in
     size_t nbytes = 0;
     if (tensor_bytes(name, dtype, ndim, shape, &nbytes, err) != 0)
         return -1;
-    if (nbytes > 0 && !data)
+    if (nbytes > 0 && !data && !declared)
         return perq_fail(err, PERQ_E_INVALID, "tensor \"%s\": no data", name);
     if (grow((void **)&w->tensors, w->n_tensors, &w->cap_tensors, sizeof *w->tensors) != 0)
         return perq_fail(err, PERQ_E_NOMEM, "out of memory");
-    pending_tensor *t = &w->tensors[w->n_tensors];
+    perq_tensor *t = &w->tensors[w->n_tensors];
     memset(t, 0, sizeof *t);
     if (!(t->name = strdup(name)))
         return perq_fail(err, PERQ_E_NOMEM, "out of memory");
@@ -111,6 +115,18 @@ int perq_st_writer_add(perq_st_writer *w, const char *name, perq_dtype dtype, in
     t->nbytes = nbytes;
     w->n_tensors++;
     return 0;
+}
+
+int perq_st_writer_add(perq_st_writer *w, const char *name, perq_dtype dtype, int ndim,
+                       const int64_t *shape, const void *data, perq_err *err)
+{
+    return add_tensor(w, name, dtype, ndim, shape, data, false, err);
+}
+
+int perq_st_writer_declare(perq_st_writer *w, const char *name, perq_dtype dtype, int ndim,
+                           const int64_t *shape, perq_err *err)
+{
+    return add_tensor(w, name, dtype, ndim, shape, NULL, true, err);
 }
 
 int perq_st_writer_meta(perq_st_writer *w, const char *key, const char *value, perq_err *err)
@@ -133,7 +149,7 @@ int perq_st_writer_meta(perq_st_writer *w, const char *key, const char *value, p
     return 0;
 }
 
-static json_t *tensor_entry(const pending_tensor *t, uint64_t begin)
+static json_t *tensor_entry(const perq_tensor *t, uint64_t begin)
 {
     json_t *shape = json_array();
     for (int i = 0; shape && i < t->ndim; i++) {
@@ -165,7 +181,7 @@ static char *header_json(const perq_st_writer *w, perq_err *err)
     }
     uint64_t offset = 0;
     for (size_t i = 0; !bad && i < w->n_tensors; i++) {
-        const pending_tensor *t = &w->tensors[i];
+        const perq_tensor *t = &w->tensors[i];
         json_t *entry = tensor_entry(t, offset);
         bad = !entry;
         if (entry && json_object_set_new(root, t->name, entry) != 0) {
@@ -206,24 +222,72 @@ static uint8_t *header_bytes(const perq_st_writer *w, size_t *len, perq_err *err
     return buf;
 }
 
-int perq_st_write(perq_st_writer *w, const char *path, perq_err *err)
+/* Ends a stream that went wrong: the temporary file is removed. */
+static int stream_fail(perq_st_writer *w)
 {
+    perq_atomic_abort(&w->file);
+    w->streaming = false;
+    return -1;
+}
+
+int perq_st_stream_begin(perq_st_writer *w, const char *path, perq_err *err)
+{
+    if (w->streaming)
+        return perq_fail(err, PERQ_E_INVALID, "writing %s: the writer is streaming another file", path);
     size_t header_len;
     uint8_t *header = header_bytes(w, &header_len, err);
     if (!header)
         return perq_err_context(err, "writing %s", path);
-    perq_atomic_file f;
-    if (perq_atomic_open(&f, path, err) != 0) {
+    if (perq_atomic_open(&w->file, path, err) != 0) {
         free(header);
         return -1;
     }
-    int rc = perq_atomic_write(&f, header, header_len, err);
+    w->streaming = true;
+    w->written = w->total = 0;
+    for (size_t i = 0; i < w->n_tensors; i++)
+        w->total += w->tensors[i].nbytes;
+    int rc = perq_atomic_write(&w->file, header, header_len, err);
     free(header);
-    for (size_t i = 0; rc == 0 && i < w->n_tensors; i++)
-        rc = perq_atomic_write(&f, w->tensors[i].data, w->tensors[i].nbytes, err);
-    if (rc != 0) {
-        perq_atomic_abort(&f);
-        return -1;
+    return rc == 0 ? 0 : stream_fail(w);
+}
+
+int perq_st_stream_write(perq_st_writer *w, const void *data, size_t len, perq_err *err)
+{
+    if (!w->streaming)
+        return perq_fail(err, PERQ_E_INVALID, "safetensors stream: not open (no header, or a write failed)");
+    if (len > w->total - w->written) {
+        perq_fail(err, PERQ_E_INVALID,
+                  "safetensors stream: %zu bytes more than the %" PRIu64 " the tensors declare",
+                  len - (size_t)(w->total - w->written), w->total);
+        return stream_fail(w);
     }
-    return perq_atomic_commit(&f, err);
+    w->written += len;
+    return perq_atomic_write(&w->file, data, len, err) == 0 ? 0 : stream_fail(w);
+}
+
+int perq_st_stream_finish(perq_st_writer *w, perq_err *err)
+{
+    if (!w->streaming)
+        return perq_fail(err, PERQ_E_INVALID, "safetensors stream: not open (no header, or a write failed)");
+    if (w->written != w->total) {
+        perq_fail(err, PERQ_E_INVALID,
+                  "safetensors stream: %" PRIu64 " of the %" PRIu64 " bytes the tensors declare were written",
+                  w->written, w->total);
+        return stream_fail(w);
+    }
+    w->streaming = false;
+    return perq_atomic_commit(&w->file, err);
+}
+
+int perq_st_write(perq_st_writer *w, const char *path, perq_err *err)
+{
+    for (size_t i = 0; i < w->n_tensors; i++) {
+        if (w->tensors[i].nbytes > 0 && !w->tensors[i].data)
+            return perq_fail(err, PERQ_E_INVALID, "writing %s: tensor \"%s\" was declared, not given data",
+                             path, w->tensors[i].name);
+    }
+    int rc = perq_st_stream_begin(w, path, err);
+    for (size_t i = 0; rc == 0 && i < w->n_tensors; i++)
+        rc = perq_st_stream_write(w, w->tensors[i].data, w->tensors[i].nbytes, err);
+    return rc == 0 ? perq_st_stream_finish(w, err) : -1;
 }

@@ -132,11 +132,12 @@ void synth_tensor_row(const synth_plan *plan, const synth_tensor *t, int64_t row
 
 /* ---- two blocks between the generator and a writer thread (synth_pipe.c) -- */
 
-struct perq_atomic_file;
+struct perq_st_writer;
 typedef struct synth_pipe synth_pipe;
 
-/* Starts a thread that writes the blocks sent to it, in order, to file. */
-int synth_pipe_open(synth_pipe **p, struct perq_atomic_file *file, size_t block_bytes,
+/* Starts a thread that writes the blocks sent to it, in order, to a
+ * safetensors stream (perq_st_stream_write). */
+int synth_pipe_open(synth_pipe **p, struct perq_st_writer *stream, size_t block_bytes,
                     perq_err *err);
 /* A block of block_bytes to fill (waits until the writer has freed one). */
 unsigned char *synth_pipe_block(synth_pipe *p);

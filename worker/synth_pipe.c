@@ -5,11 +5,11 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-#include "perq/fsutil.h"
+#include "perq/safetensors.h"
 #include "synth.h"
 
 struct synth_pipe {
-    perq_atomic_file *file;
+    perq_st_writer *out;
     pthread_t writer;
     pthread_mutex_t mu;
     pthread_cond_t changed;
@@ -38,7 +38,7 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&p->mu);
 
         /* After a failure blocks are only drained, so the generator never waits forever. */
-        int rc = failed ? 0 : perq_atomic_write(p->file, p->block[i], p->len[i], &err);
+        int rc = failed ? 0 : perq_st_stream_write(p->out, p->block[i], p->len[i], &err);
 
         pthread_mutex_lock(&p->mu);
         if (rc != 0) {
@@ -51,12 +51,12 @@ static void *writer_main(void *arg)
     }
 }
 
-int synth_pipe_open(synth_pipe **out, perq_atomic_file *file, size_t block_bytes, perq_err *err)
+int synth_pipe_open(synth_pipe **out, perq_st_writer *stream, size_t block_bytes, perq_err *err)
 {
     synth_pipe *p = calloc(1, sizeof *p);
     if (!p)
         return perq_fail(err, PERQ_E_NOMEM, "out of memory");
-    p->file = file;
+    p->out = stream;
     p->block[0] = malloc(block_bytes);
     p->block[1] = malloc(block_bytes);
     if (!p->block[0] || !p->block[1]) {

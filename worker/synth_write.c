@@ -1,61 +1,27 @@
 /* A safetensors file streamed from the weight generator: the header is known
- * from the shapes alone, so it is written first, then each tensor a block of
- * rows at a time (rows made in parallel, the previous block written meanwhile),
- * so memory stays at two blocks however large the model. The layout is the one perq_st_write produces: u64 header
- * length, JSON header padded with spaces to a multiple of 8, data in order. */
-#include <jansson.h>
+ * from the shapes alone, so the writer (perq_st_stream_*) puts it first, then
+ * each tensor follows a block of rows at a time (rows made in parallel, the
+ * previous block written meanwhile), so memory stays at two blocks however
+ * large the model. */
 #include <omp.h>
 #include <stdlib.h>
-#include <string.h>
 
-#include "perq/fsutil.h"
+#include "perq/safetensors.h"
 #include "synth.h"
 
 #define BLOCK_BYTES ((size_t)32 << 20)
 
-static size_t tensor_bytes(const synth_tensor *t, perq_dtype dtype)
+/* Every tensor by name and shape, and the metadata perq_st_write would give. */
+static int declare_tensors(perq_st_writer *w, const synth_tensor *const *t, size_t n, perq_dtype dtype,
+                           perq_err *err)
 {
-    return (size_t)t->rows * (size_t)t->cols * perq_dtype_size(dtype);
-}
-
-static json_t *tensor_entry(const synth_tensor *t, perq_dtype dtype, size_t begin)
-{
-    size_t end = begin + tensor_bytes(t, dtype);
-    if (t->ndim == 1)
-        return json_pack("{s:s, s:[I], s:[I,I]}", "dtype", perq_dtype_name(dtype), "shape",
-                         (json_int_t)t->cols, "data_offsets", (json_int_t)begin, (json_int_t)end);
-    return json_pack("{s:s, s:[I,I], s:[I,I]}", "dtype", perq_dtype_name(dtype), "shape",
-                     (json_int_t)t->rows, (json_int_t)t->cols, "data_offsets", (json_int_t)begin,
-                     (json_int_t)end);
-}
-
-/* The length prefix and the padded JSON header, newly allocated. */
-static char *header_bytes(const synth_tensor *const *t, size_t n, perq_dtype dtype, size_t *len)
-{
-    json_t *root = json_pack("{s:{s:s}}", "__metadata__", "format", "pt");
-    size_t offset = 0;
-    for (size_t i = 0; root && i < n; i++) {
-        if (json_object_set_new(root, t[i]->name, tensor_entry(t[i], dtype, offset)) != 0) {
-            json_decref(root);
-            root = NULL;
-        }
-        offset += tensor_bytes(t[i], dtype);
+    int rc = perq_st_writer_meta(w, "format", "pt", err);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const int64_t rows_cols[2] = {t[i]->rows, t[i]->cols};
+        const int64_t *shape = t[i]->ndim == 1 ? &t[i]->cols : rows_cols;
+        rc = perq_st_writer_declare(w, t[i]->name, dtype, t[i]->ndim, shape, err);
     }
-    char *json = root ? json_dumps(root, JSON_COMPACT) : NULL;
-    json_decref(root);
-    if (!json)
-        return NULL;
-    size_t json_len = strlen(json), padded = (json_len + 7) / 8 * 8;
-    char *buf = malloc(8 + padded);
-    if (buf) {
-        for (int i = 0; i < 8; i++)
-            buf[i] = (char)(((uint64_t)padded >> (8 * i)) & 0xff);
-        memcpy(buf + 8, json, json_len);
-        memset(buf + 8 + json_len, ' ', padded - json_len);
-        *len = 8 + padded;
-    }
-    free(json);
-    return buf;
+    return rc;
 }
 
 /* Rows r0 .. r0+nr of t into block, in dtype; scratch holds cols floats per thread. */
@@ -90,7 +56,7 @@ static int write_tensor(const synth_plan *plan, const synth_tensor *t, perq_dtyp
 
 /* The tensors' data, made on this thread and written by the pipe's. */
 static int write_data(const synth_plan *plan, const synth_tensor *const *t, size_t n,
-                      perq_dtype dtype, perq_atomic_file *f, perq_err *err)
+                      perq_dtype dtype, perq_st_writer *w, perq_err *err)
 {
     int64_t max_cols = 1;
     for (size_t i = 0; i < n; i++) {
@@ -102,7 +68,7 @@ static int write_data(const synth_plan *plan, const synth_tensor *const *t, size
     synth_pipe *pipe;
     if (!scratch)
         return perq_fail(err, PERQ_E_NOMEM, "out of memory");
-    if (synth_pipe_open(&pipe, f, BLOCK_BYTES, err) != 0) {
+    if (synth_pipe_open(&pipe, w, BLOCK_BYTES, err) != 0) {
         free(scratch);
         return -1;
     }
@@ -121,22 +87,16 @@ static int write_data(const synth_plan *plan, const synth_tensor *const *t, size
 int synth_write_safetensors(const synth_plan *plan, const synth_tensor *const *t, size_t n,
                             perq_dtype dtype, const char *path, perq_err *err)
 {
-    size_t header_len = 0;
-    char *header = header_bytes(t, n, dtype, &header_len);
-    if (!header)
+    perq_st_writer *w = perq_st_writer_new();
+    if (!w)
         return perq_fail(err, PERQ_E_NOMEM, "writing %s: out of memory", path);
-    perq_atomic_file f;
-    if (perq_atomic_open(&f, path, err) != 0) {
-        free(header);
-        return -1;
-    }
-    int rc = perq_atomic_write(&f, header, header_len, err);
-    free(header);
+    int rc = declare_tensors(w, t, n, dtype, err);
     if (rc == 0)
-        rc = write_data(plan, t, n, dtype, &f, err);
-    if (rc != 0) {
-        perq_atomic_abort(&f);
-        return perq_err_context(err, "writing %s", path);
-    }
-    return perq_atomic_commit(&f, err);
+        rc = perq_st_stream_begin(w, path, err);
+    if (rc == 0 && write_data(plan, t, n, dtype, w, err) != 0)
+        rc = perq_err_context(err, "writing %s", path);
+    if (rc == 0)
+        rc = perq_st_stream_finish(w, err);
+    perq_st_writer_free(w); /* removes the temporary file of a stream not finished */
+    return rc;
 }

@@ -65,6 +65,21 @@ void perq_st_writer_free(perq_st_writer *w);
 int perq_st_writer_add(perq_st_writer *w, const char *name, perq_dtype dtype, int ndim,
                        const int64_t *shape, const void *data, perq_err *err);
 int perq_st_writer_meta(perq_st_writer *w, const char *key, const char *value, perq_err *err);
+/* Writes the whole file; every tensor must have been added with its data. */
 int perq_st_write(perq_st_writer *w, const char *path, perq_err *err);
+
+/* Streaming, for data too large to hold (made while it is written): declare
+ * each tensor (its shape, no data), then perq_st_stream_begin writes the
+ * header from the declared shapes to a temporary file; perq_st_stream_write
+ * takes the tensors' bytes in the order declared, in chunks of any size, and
+ * refuses more than they declare; perq_st_stream_finish checks that every
+ * declared byte came and puts the file under its name. After a failed write
+ * the temporary file is gone and the stream is closed; perq_st_writer_free
+ * removes the file of a stream never finished. One thread at a time. */
+int perq_st_writer_declare(perq_st_writer *w, const char *name, perq_dtype dtype, int ndim,
+                           const int64_t *shape, perq_err *err);
+int perq_st_stream_begin(perq_st_writer *w, const char *path, perq_err *err);
+int perq_st_stream_write(perq_st_writer *w, const void *data, size_t len, perq_err *err);
+int perq_st_stream_finish(perq_st_writer *w, perq_err *err);
 
 #endif

@@ -200,6 +200,78 @@ static void test_writer_rejects_bad_tensors(void **state)
 }
 
 /* A failed write leaves neither the file nor a temporary behind. */
+/* The stream form writes the same bytes as perq_st_write, whatever the chunks. */
+static void test_stream_matches_whole_write(void **state)
+{
+    char *whole = in_dir(*state, "whole.safetensors"), *streamed = in_dir(*state, "streamed.safetensors");
+    float a[6] = {1, 2, 3, 4, 5, 6};
+    uint16_t b[3] = {0x3f80, 0x4000, 0x4040};
+    int64_t s_a[2] = {2, 3}, s_b[1] = {3};
+    perq_err err;
+
+    perq_st_writer *w = perq_st_writer_new();
+    assert_int_equal(perq_st_writer_meta(w, "format", "pt", &err), 0);
+    assert_int_equal(perq_st_writer_add(w, "a", PERQ_DT_F32, 2, s_a, a, &err), 0);
+    assert_int_equal(perq_st_writer_add(w, "b", PERQ_DT_BF16, 1, s_b, b, &err), 0);
+    assert_int_equal(perq_st_write(w, whole, &err), 0);
+    perq_st_writer_free(w);
+
+    w = perq_st_writer_new();
+    assert_int_equal(perq_st_writer_meta(w, "format", "pt", &err), 0);
+    assert_int_equal(perq_st_writer_declare(w, "a", PERQ_DT_F32, 2, s_a, &err), 0);
+    assert_int_equal(perq_st_writer_declare(w, "b", PERQ_DT_BF16, 1, s_b, &err), 0);
+    assert_int_equal(perq_st_write(w, streamed, &err), -1); /* declared tensors have no data */
+    assert_non_null(strstr(err.msg, "declared"));
+    assert_int_equal(perq_st_stream_write(w, a, 4, &err), -1); /* before the header */
+    assert_int_equal(perq_st_stream_begin(w, streamed, &err), 0);
+    assert_int_equal(perq_st_writer_declare(w, "c", PERQ_DT_F32, 1, s_b, &err), -1); /* header is out */
+    assert_int_equal(perq_st_stream_write(w, a, 10, &err), 0); /* chunks need not follow tensors */
+    assert_int_equal(perq_st_stream_write(w, (const char *)a + 10, 14, &err), 0);
+    assert_int_equal(perq_st_stream_write(w, b, sizeof b, &err), 0);
+    assert_int_equal(perq_st_stream_finish(w, &err), 0);
+    perq_st_writer_free(w);
+
+    char *x, *y;
+    size_t nx, ny;
+    assert_int_equal(perq_read_file(whole, 0, &x, &nx, &err), 0);
+    assert_int_equal(perq_read_file(streamed, 0, &y, &ny, &err), 0);
+    assert_int_equal(nx, ny);
+    assert_memory_equal(x, y, nx);
+    free(x);
+    free(y);
+    free(whole);
+    free(streamed);
+}
+
+/* A stream given too many or too few bytes, or never finished, leaves no file. */
+static void test_stream_checks_sizes(void **state)
+{
+    char *path = in_dir(*state, "s.safetensors");
+    float a[4] = {1, 2, 3, 4};
+    int64_t s_a[1] = {3};
+    perq_err err;
+    perq_st_writer *w = perq_st_writer_new();
+    assert_int_equal(perq_st_writer_declare(w, "a", PERQ_DT_F32, 1, s_a, &err), 0);
+
+    assert_int_equal(perq_st_stream_begin(w, path, &err), 0);
+    assert_int_equal(perq_st_stream_write(w, a, sizeof a, &err), -1);
+    assert_non_null(strstr(err.msg, "4 bytes more than the 12"));
+    assert_int_equal(perq_st_stream_finish(w, &err), -1); /* the failed write closed it */
+    assert_int_equal(access(path, F_OK), -1);
+
+    assert_int_equal(perq_st_stream_begin(w, path, &err), 0);
+    assert_int_equal(perq_st_stream_write(w, a, 8, &err), 0);
+    assert_int_equal(perq_st_stream_finish(w, &err), -1);
+    assert_non_null(strstr(err.msg, "8 of the 12 bytes"));
+    assert_int_equal(access(path, F_OK), -1);
+
+    assert_int_equal(perq_st_stream_begin(w, path, &err), 0);
+    assert_int_equal(perq_st_stream_write(w, a, 12, &err), 0);
+    perq_st_writer_free(w); /* not finished: no file */
+    assert_int_equal(access(path, F_OK), -1);
+    free(path);
+}
+
 static void test_writer_failure_leaves_nothing(void **state)
 {
     char *path = in_dir(*state, "bad.safetensors");
@@ -664,6 +736,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_writer_without_metadata_or_tensors, make_tmpdir, test_remove_tmpdir),
         cmocka_unit_test(test_writer_rejects_bad_tensors),
         cmocka_unit_test_setup_teardown(test_writer_failure_leaves_nothing, make_tmpdir, test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_stream_matches_whole_write, make_tmpdir, test_remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_stream_checks_sizes, make_tmpdir, test_remove_tmpdir),
         cmocka_unit_test(test_read_shared_stories260k),
         cmocka_unit_test_setup_teardown(test_open_errors, make_tmpdir, test_remove_tmpdir),
         cmocka_unit_test_setup_teardown(test_sharded_checkpoint, make_tmpdir, test_remove_tmpdir),
