@@ -60,6 +60,19 @@ static void add(text *t, const char *fmt, ...)
     free(line);
 }
 
+/* The HELP and TYPE lines that open a metric family (Prometheus text format). */
+static void family(text *t, const char *name, const char *type, const char *help)
+{
+    add(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A counter family with its one sample. */
+static void counter(text *t, const char *name, const char *help, unsigned long long value)
+{
+    family(t, name, "counter", help);
+    add(t, "%s %llu\n", name, value);
+}
+
 void ops_metrics(http_req *r)
 {
     perqd *d = http_app(r);
@@ -71,31 +84,23 @@ void ops_metrics(http_req *r)
         return;
     }
     text t = {0};
-    add(&t, "# HELP perq_jobs Jobs in the store by status.\n# TYPE perq_jobs gauge\n");
+    family(&t, "perq_jobs", "gauge", "Jobs in the store by status.");
     for (int i = 0; i < STORE_N_JOB_STATUS; i++)
         add(&t, "perq_jobs{status=\"%s\"} %lld\n", store_job_statuses[i], (long long)counts[i]);
-    add(&t, "# HELP perq_workers_running Worker processes running now.\n# TYPE perq_workers_running gauge\n"
-            "perq_workers_running %d\n",
-        atomic_load(&m->workers_running));
-    add(&t, "# HELP perq_workers_started_total Worker processes started.\n"
-            "# TYPE perq_workers_started_total counter\nperq_workers_started_total %llu\n",
-        (unsigned long long)atomic_load(&m->workers_started));
-    add(&t, "# HELP perq_workers_failed_total Workers that ended without a result (error, crash, kill).\n"
-            "# TYPE perq_workers_failed_total counter\nperq_workers_failed_total %llu\n",
-        (unsigned long long)atomic_load(&m->workers_failed));
-    add(&t, "# HELP perq_http_requests_total HTTP responses sent, by status code.\n"
-            "# TYPE perq_http_requests_total counter\n");
+    family(&t, "perq_workers_running", "gauge", "Worker processes running now.");
+    add(&t, "perq_workers_running %d\n", atomic_load(&m->workers_running));
+    counter(&t, "perq_workers_started_total", "Worker processes started.", atomic_load(&m->workers_started));
+    counter(&t, "perq_workers_failed_total", "Workers that ended without a result (error, crash, kill).",
+            atomic_load(&m->workers_failed));
+    family(&t, "perq_http_requests_total", "counter", "HTTP responses sent, by status code.");
     for (int code = 100; code < PERQD_STATUS_CODES; code++) {
         uint_fast64_t n = atomic_load(&m->http_responses[code]);
         if (n)
             add(&t, "perq_http_requests_total{code=\"%d\"} %llu\n", code, (unsigned long long)n);
     }
-    add(&t, "# HELP perq_upload_bytes_total Bytes of file bodies received (models and datasets).\n"
-            "# TYPE perq_upload_bytes_total counter\nperq_upload_bytes_total %llu\n",
-        (unsigned long long)atomic_load(&m->upload_bytes));
-    add(&t, "# HELP perq_download_bytes_total Bytes of artifacts sent.\n"
-            "# TYPE perq_download_bytes_total counter\nperq_download_bytes_total %llu\n",
-        (unsigned long long)atomic_load(&m->download_bytes));
+    counter(&t, "perq_upload_bytes_total", "Bytes of file bodies received (models and datasets).",
+            atomic_load(&m->upload_bytes));
+    counter(&t, "perq_download_bytes_total", "Bytes of artifacts sent.", atomic_load(&m->download_bytes));
     if (t.failed) {
         free(t.data);
         http_reply_problem(r, 500, "internal", "out of memory");
