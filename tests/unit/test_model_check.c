@@ -171,21 +171,28 @@ static void test_tokenizer_structure(void **state)
     perq_problems_free(&p);
 }
 
-static void test_unsupported_architecture(void **state)
+/* dir/config.json becomes stories260K's config.json with `from` replaced by
+ * `to` (of the same length). */
+static void patch_config(const char *dir, const char *from, const char *to)
 {
-    const char *dir = *state;
-    char *src_dir = shared_path("models/stories260K"), *src = in_dir(src_dir, "config.json");
+    char *src = shared_path("models/stories260K/config.json");
     char *text;
     size_t len;
     perq_err err;
     assert_int_equal(perq_read_file(src, 0, &text, &len, &err), 0);
-    char *at = strstr(text, "LlamaForCausalLM");
+    char *at = strstr(text, from);
     assert_non_null(at);
-    memcpy(at, "GemmaForCausalLM", 16);
+    assert_int_equal(strlen(from), strlen(to));
+    memcpy(at, to, strlen(to));
     replace_file(dir, "config.json", text);
     free(text);
     free(src);
-    free(src_dir);
+}
+
+static void test_unsupported_architecture(void **state)
+{
+    const char *dir = *state;
+    patch_config(dir, "LlamaForCausalLM", "GemmaForCausalLM");
 
     perq_problems p = {0};
     assert_int_equal(perq_model_check(dir, &p), 1);
@@ -197,18 +204,7 @@ static void test_unsupported_architecture(void **state)
 static void test_tokenizer_larger_than_vocab(void **state)
 {
     const char *dir = *state;
-    char *src_dir = shared_path("models/stories260K"), *src = in_dir(src_dir, "config.json");
-    char *text;
-    size_t len;
-    perq_err err;
-    assert_int_equal(perq_read_file(src, 0, &text, &len, &err), 0);
-    char *at = strstr(text, "\"vocab_size\": 512");
-    assert_non_null(at);
-    memcpy(at, "\"vocab_size\": 500", 17);
-    replace_file(dir, "config.json", text);
-    free(text);
-    free(src);
-    free(src_dir);
+    patch_config(dir, "\"vocab_size\": 512", "\"vocab_size\": 500");
 
     perq_problems p = {0};
     size_t n = perq_model_check(dir, &p);
