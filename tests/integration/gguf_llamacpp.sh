@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# A stock llama.cpp loads perq's GGUF export and agrees with perq.
+#
+# llama.cpp: node-llama-cpp's prebuilt CPU binary from the npm registry
+# (tests/gguf-client, installed by `npm ci` when node_modules is missing;
+# nothing is built or downloaded at run time). perq's side:
+# tests/gguf-client/perq_gguf_ref.c, built here against build/libperq.a.
+#
+# stories260K, RTN INT4 groups of 32 -> model.gguf (Q4_0, down_proj in F16).
+# On the first 256 tokens of the TinyStories text:
+#   - llama.cpp's tokenization of a text = perq's (the GGUF's vocabulary, types
+#     and scores make llama.cpp's SentencePiece tokenizer merge as HF's BPE);
+#   - llama.cpp's per-token log-probabilities vs perq's fp32 forward pass over
+#     exactly the GGUF's values: the difference is of the size of the effect of
+#     llama.cpp's activation rounding (inputs of Q4_0 matmuls to Q8_0, of F16
+#     ones to fp16), as perq measures it by simulating that rounding, and far
+#     below the effect of quantizing the weights;
+#   - perplexity: llama.cpp within 1% of perq on the same weights, and within
+#     20% of the float model's.
+set -euo pipefail
+root=${PERQ_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
+shared=${PERQ_SHARED:-$root/../shared}
+client=$root/tests/gguf-client
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/perq-gguf.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+for tool in node npm python3 cc pkg-config; do
+  command -v "$tool" >/dev/null || { echo "FAIL: $tool is not installed (deploy/install-deps.sh)"; exit 1; }
+done
+[ -f "$root/build/libperq.a" ] || { echo "FAIL: build/libperq.a is missing (make all)"; exit 1; }
+
+# ---- the client: node-llama-cpp with its prebuilt linux-x64 binary ----------
+if [ ! -d "$client/node_modules/node-llama-cpp" ]; then
+  if ! timeout 20 npm ping >/dev/null 2>&1; then
+    echo "SKIP: node_modules is missing and npm cannot reach its registry (run deploy/install-deps.sh online)"
+    exit 0
+  fi
+  # --omit=optional: only the CPU binary listed in package.json, not the CUDA/Vulkan ones;
+  # no install scripts: node-llama-cpp's postinstall would look for a build. A lock made
+  # against a registry mirror without the macOS/Windows binaries is "out of sync" for
+  # npm ci: then the same versions through npm install, the lock file left as it is.
+  (cd "$client" && { npm ci --omit=optional --ignore-scripts --no-audit --no-fund ||
+                     npm install --omit=optional --ignore-scripts --no-save --no-audit --no-fund; })
+fi
+
+# ---- perq: export and reference log-probabilities ----------------------------
+pkgs="libmicrohttpd jansson libuv sqlite3 openblas libcrypto libpcre2-8 libutf8proc"
+# shellcheck disable=SC2046
+cc -I"$root/include" -I"$root/worker" -D_GNU_SOURCE $(pkg-config --cflags $pkgs) -O2 -g -std=c11 -Wall -Wextra \
+   -Werror -pthread -fopenmp "$client/perq_gguf_ref.c" "$root/build/libperq.a" $(pkg-config --libs $pkgs) -lm \
+   -o "$tmp/perq_gguf_ref"
+
+text=$shared/data/tinystories_valid_head.txt
+"$tmp/perq_gguf_ref" "$shared/models/stories260K" "$tmp/stories260K.gguf" "$text" 32 256 >"$tmp/perq.json"
+echo "exported $(stat -c %s "$tmp/stories260K.gguf") bytes: $(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["summary"]["types"]))' "$tmp/perq.json")"
+
+# A text for the tokenizers: the first 4000 bytes, no trailing newline.
+python3 -c 'import sys; d=open(sys.argv[1],"rb").read(4000).decode("utf-8","ignore").rstrip("\n"); open(sys.argv[2],"w").write(d)' \
+  "$text" "$tmp/text.txt"
+"$PERQ_BIN/perq" tokenize --model "$shared/models/stories260K" --text "$tmp/text.txt" --json >"$tmp/perq_tokens.json"
+
+# ---- llama.cpp ------------------------------------------------------------------
+node "$client/score.mjs" "$tmp/stories260K.gguf" "$tmp/perq.json" "$tmp/text.txt" >"$tmp/llama.json"
+
+python3 - "$tmp/perq.json" "$tmp/llama.json" "$tmp/perq_tokens.json" <<'EOF'
+import json, math, sys
+perq, llama, perq_tokens = (json.load(open(p)) for p in sys.argv[1:4])
+print("llama.cpp:", json.dumps(llama["llama_cpp"]), json.dumps(llama["metadata"]))
+assert llama["metadata"]["architecture"] == "llama" and llama["metadata"]["tokenizer_model"] == "llama"
+assert llama["metadata"]["n_tensors"] == 47, llama["metadata"]
+
+bos = perq["tokens"][0]
+assert llama["text_tokens"] == [bos] + perq_tokens, "llama.cpp tokenizes the text differently from perq"
+print(f"tokenization: {len(perq_tokens)} tokens, identical")
+
+def diff(a, b):
+    d = [abs(x - y) for x, y in zip(a, b)]
+    assert len(a) == len(b) == len(perq["tokens"]) - 1
+    return max(d), sum(d) / len(d)
+ppl = lambda lp: math.exp(-sum(lp) / len(lp))
+
+lc, pg, pa, pf = llama["logprob"], perq["logprob_gguf"], perq["logprob_gguf_act8"], perq["logprob_float"]
+dev_max, dev_mean = diff(lc, pg)
+act_max, act_mean = diff(pa, pg)
+q_max, q_mean = diff(pf, pg)
+print(f"|llama.cpp - perq| per token:          max {dev_max:.4f}  mean {dev_mean:.5f} nats")
+print(f"activation rounding, simulated in perq: max {act_max:.4f}  mean {act_mean:.5f}")
+print(f"weight quantization (float vs INT4):    max {q_max:.4f}  mean {q_mean:.5f}")
+print(f"perplexity over {len(lc)} predictions: llama.cpp {ppl(lc):.4f}, perq same weights {ppl(pg):.4f}, "
+      f"perq + simulated rounding {ppl(pa):.4f}, float {ppl(pf):.4f}")
+s = perq["summary"]["scale_fp16"]
+print(f"Q4_0 d in fp16: {s['changed']} of {s['scales']} scales changed, max relative change {s['max_rel_change']:.3g}, "
+      f"weights {s['rel_weight_change']:.3g} (relative Frobenius)")
+
+assert dev_mean <= 1.5 * act_mean, "llama.cpp differs from perq by more than activation rounding explains"
+assert dev_max <= 1.5 * act_max, "llama.cpp differs from perq by more than activation rounding explains"
+assert dev_mean <= 0.1 * q_mean
+assert abs(ppl(lc) / ppl(pg) - 1) < 0.01
+assert ppl(lc) < 1.2 * ppl(pf)
+print("ok")
+EOF
