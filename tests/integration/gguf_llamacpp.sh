@@ -6,8 +6,9 @@
 # nothing is built or downloaded at run time). perq's side:
 # tests/gguf-client/perq_gguf_ref.c, built here against build/libperq.a.
 #
-# stories260K, RTN INT4 groups of 32 -> model.gguf (Q4_0, down_proj in F16).
-# On the first 256 tokens of the TinyStories text:
+# stories260K and a synthetic model (perq synth --preset tiny), RTN INT4 groups
+# of 32 -> model.gguf (Q4_0; down_proj in F16: widths 172 and 688 hold no whole
+# Q4_0 blocks). On the first 256 tokens of the TinyStories text:
 #   - llama.cpp's tokenization of a text = perq's (the GGUF's vocabulary, types
 #     and scores make llama.cpp's SentencePiece tokenizer merge as HF's BPE);
 #   - llama.cpp's per-token log-probabilities vs perq's fp32 forward pass over
@@ -51,23 +52,26 @@ cc -I"$root/include" -I"$root/worker" -D_GNU_SOURCE $(pkg-config --cflags $pkgs)
    -o "$tmp/perq_gguf_ref"
 
 text=$shared/data/tinystories_valid_head.txt
-"$tmp/perq_gguf_ref" "$shared/models/stories260K" "$tmp/stories260K.gguf" "$text" 32 256 >"$tmp/perq.json"
-echo "exported $(stat -c %s "$tmp/stories260K.gguf") bytes: $(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["summary"]["types"]))' "$tmp/perq.json")"
-
 # A text for the tokenizers: the first 4000 bytes, no trailing newline.
 python3 -c 'import sys; d=open(sys.argv[1],"rb").read(4000).decode("utf-8","ignore").rstrip("\n"); open(sys.argv[2],"w").write(d)' \
   "$text" "$tmp/text.txt"
-"$PERQ_BIN/perq" tokenize --model "$shared/models/stories260K" --text "$tmp/text.txt" --json >"$tmp/perq_tokens.json"
 
-# ---- llama.cpp ------------------------------------------------------------------
-node "$client/score.mjs" "$tmp/stories260K.gguf" "$tmp/perq.json" "$tmp/text.txt" >"$tmp/llama.json"
-
-python3 - "$tmp/perq.json" "$tmp/llama.json" "$tmp/perq_tokens.json" <<'EOF'
+check_model() { # NAME MODEL_DIR TENSORS
+  local name=$1 dir=$2 out=$tmp/$1
+  mkdir -p "$out"
+  echo "== $name"
+  "$tmp/perq_gguf_ref" "$dir" "$out/model.gguf" "$text" 32 256 >"$out/perq.json"
+  "$PERQ_BIN/perq" tokenize --model "$dir" --text "$tmp/text.txt" --json >"$out/perq_tokens.json"
+  node "$client/score.mjs" "$out/model.gguf" "$out/perq.json" "$tmp/text.txt" >"$out/llama.json"
+  python3 - "$out/perq.json" "$out/llama.json" "$out/perq_tokens.json" "$3" "$(stat -c %s "$out/model.gguf")" <<'EOF'
 import json, math, sys
 perq, llama, perq_tokens = (json.load(open(p)) for p in sys.argv[1:4])
+n_tensors, size = int(sys.argv[4]), int(sys.argv[5])
+print(f"exported {size} bytes: {json.dumps(perq['summary']['types'])}, not Q4_0: "
+      f"{sorted(set(f['tensor'].split('.', 2)[2] for f in perq['summary']['not_q4_0']))}")
 print("llama.cpp:", json.dumps(llama["llama_cpp"]), json.dumps(llama["metadata"]))
 assert llama["metadata"]["architecture"] == "llama" and llama["metadata"]["tokenizer_model"] == "llama"
-assert llama["metadata"]["n_tensors"] == 47, llama["metadata"]
+assert llama["metadata"]["n_tensors"] == n_tensors, llama["metadata"]
 
 bos = perq["tokens"][0]
 assert llama["text_tokens"] == [bos] + perq_tokens, "llama.cpp tokenizes the text differently from perq"
@@ -81,11 +85,13 @@ ppl = lambda lp: math.exp(-sum(lp) / len(lp))
 
 lc, pg, pa, pf = llama["logprob"], perq["logprob_gguf"], perq["logprob_gguf_act8"], perq["logprob_float"]
 dev_max, dev_mean = diff(lc, pg)
+sim_max, sim_mean = diff(lc, pa)
 act_max, act_mean = diff(pa, pg)
 q_max, q_mean = diff(pf, pg)
-print(f"|llama.cpp - perq| per token:          max {dev_max:.4f}  mean {dev_mean:.5f} nats")
-print(f"activation rounding, simulated in perq: max {act_max:.4f}  mean {act_mean:.5f}")
-print(f"weight quantization (float vs INT4):    max {q_max:.4f}  mean {q_mean:.5f}")
+print(f"|llama.cpp - perq| per token:               max {dev_max:.4f}  mean {dev_mean:.5f} nats")
+print(f"|llama.cpp - perq with simulated rounding|: max {sim_max:.4f}  mean {sim_mean:.5f}")
+print(f"activation rounding alone, in perq:         max {act_max:.4f}  mean {act_mean:.5f}")
+print(f"weight quantization (float vs INT4):        max {q_max:.4f}  mean {q_mean:.5f}")
 print(f"perplexity over {len(lc)} predictions: llama.cpp {ppl(lc):.4f}, perq same weights {ppl(pg):.4f}, "
       f"perq + simulated rounding {ppl(pa):.4f}, float {ppl(pf):.4f}")
 s = perq["summary"]["scale_fp16"]
@@ -99,3 +105,9 @@ assert abs(ppl(lc) / ppl(pg) - 1) < 0.01
 assert ppl(lc) < 1.2 * ppl(pf)
 print("ok")
 EOF
+}
+
+check_model stories260K "$shared/models/stories260K" 47
+# A synthetic checkpoint: perq synth --preset tiny (BF16, hidden 256, intermediate 688, GQA 8/2, head_dim 32).
+"$PERQ_BIN/perq" synth --preset tiny --out "$tmp/synth-tiny" >/dev/null
+check_model synth-tiny "$tmp/synth-tiny" 20
