@@ -7,6 +7,7 @@
 #include "perq/fsutil.h"
 #include "perq/perplexity.h"
 #include "perq/tokenizer.h"
+#include "perq/w4a4.h"
 
 enum {
     BATCH_TOKENS = 2048,         /* tokens per forward batch in resident mode */
@@ -289,11 +290,31 @@ static int tokenize_text(const char *model_dir, const char *text_path, perq_toke
     return rc;
 }
 
+/* What an artifact asks of inference beyond its dequantized weights (INT4
+ * activations, an online R3), as the job's own evaluation applies it. */
+static int w4a4_runtime_for(const perq_model *m, const perq_reporter *rep, perq_w4a4_runtime **out,
+                                 perq_err *err)
+{
+    *out = NULL;
+    perq_w4a4_scheme scheme;
+    if (!m->quant.present || !m->dir)
+        return 0;
+    if (perq_w4a4_scheme_read(m->dir, &scheme, err) != 0 || perq_w4a4_runtime_new(&scheme, &m->cfg, out, err) != 0)
+        return -1;
+    if (perq_w4a4_scheme_active(&scheme)) {
+        char what[400];
+        perq_w4a4_runtime_describe(*out, what, sizeof what);
+        perq_report_event(rep, PERQ_LOG_INFO, NULL, "evaluating with %s", what);
+    }
+    return 0;
+}
+
 int perq_eval_perplexity(const char *model_dir, const char *text_path, const perq_eval_options *opt,
                          const perq_reporter *rep, perq_eval_result *out, perq_err *err)
 {
     perq_model *m = NULL;
     perq_tokenizer *tok = NULL;
+    perq_w4a4_runtime *w4a4 = NULL;
     int32_t *ids = NULL;
     size_t n_ids = 0;
     int rc = perq_model_open(model_dir, &m, err);
@@ -303,12 +324,12 @@ int perq_eval_perplexity(const char *model_dir, const char *text_path, const per
         int bos = perq_tokenizer_bos_id(tok);
         if (bos < 0)
             bos = m->cfg.bos_token_id;
-        if (m->quant.act_bits > 0)
-            perq_report_event(rep, PERQ_LOG_WARN, NULL,
-                              "%s declares %d-bit input activations; this evaluation dequantizes the weights and "
-                              "keeps activations in fp32", model_dir, m->quant.act_bits);
-        rc = perq_perplexity_ids(m, ids, n_ids, bos, opt, PERQ_EVAL_AUTO, NULL, rep, out, err);
+        rc = w4a4_runtime_for(m, rep, &w4a4, err);
+        if (rc == 0)
+            rc = perq_perplexity_ids(m, ids, n_ids, bos, opt, PERQ_EVAL_AUTO, perq_w4a4_runtime_hook(w4a4), rep,
+                                     out, err);
     }
+    perq_w4a4_runtime_free(w4a4);
     free(ids);
     if (tok)
         perq_tokenizer_free(tok);

@@ -4,10 +4,19 @@
 
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "perq/model.h"
+#include "perq/w4a4.h"
 
 /* quantization_config of config.json (the whole file's text); absent is fine. */
 int perq_quant_config_parse(const char *json_text, size_t len, perq_quant_config *out, perq_err *err);
+
+/* The W4A4 scheme of a quantization_config object (may be NULL or null):
+ * input activations and transform_config, anything not understood refused
+ * (worker/w4a4_scheme.c). perq_quant_config_parse runs it too, so a model
+ * that declares what perq cannot apply does not open. */
+int perq_w4a4_scheme_from_qc(const json_t *qc, perq_w4a4_scheme *out, perq_err *err);
 
 /* The linear layer `prefix` ("model.layers.3.mlp.up_proj", "lm_head") is
  * stored pack-quantized in the checkpoint (prefix.weight_packed exists). */

@@ -75,9 +75,11 @@ static int parse_quantization(json_t *qc, perq_quant_config *q, perq_err *err)
         return perq_fail(err, PERQ_E_UNSUPPORTED, "quantization_config: format \"%s\" (only pack-quantized)",
                          group_format);
     q->present = true;
-    if (parse_weights(json_object_get(group, "weights"), q, err) != 0)
+    if (parse_weights(json_object_get(group, "weights"), q, err) != 0 ||
+        parse_activations(json_object_get(group, "input_activations"), q, err) != 0)
         return -1;
-    return parse_activations(json_object_get(group, "input_activations"), q, err);
+    perq_w4a4_scheme scheme;
+    return perq_w4a4_scheme_from_qc(qc, &scheme, err);
 }
 
 int perq_quant_config_parse(const char *json_text, size_t len, perq_quant_config *out, perq_err *err)
