@@ -15,12 +15,7 @@ static const char *const side_files[] = {
 };
 
 typedef struct ct_tensor {
-    char *name;
-    perq_dtype dtype;
-    int ndim;
-    int64_t shape[PERQ_MAX_DIMS];
-    const void *data;
-    size_t nbytes;
+    perq_tensor t;      /* name owned; data borrowed, or `owned` */
     void *owned;        /* data, when the export made it */
     size_t shard;
 } ct_tensor;
@@ -54,7 +49,7 @@ void perq_ct_free(perq_ct_export *x)
     if (!x)
         return;
     for (size_t i = 0; i < x->n; i++) {
-        free(x->tensors[i].name);
+        free(x->tensors[i].t.name);
         free(x->tensors[i].owned);
     }
     free(x->tensors);
@@ -75,8 +70,9 @@ static int push(perq_ct_export *x, const char *name, perq_dtype dtype, int ndim,
         x->tensors = t;
         x->cap = cap;
     }
-    ct_tensor *t = &x->tensors[x->n];
-    memset(t, 0, sizeof *t);
+    ct_tensor *c = &x->tensors[x->n];
+    memset(c, 0, sizeof *c);
+    perq_tensor *t = &c->t;
     t->name = strdup(name);
     if (!t->name) {
         free(owned);
@@ -87,7 +83,7 @@ static int push(perq_ct_export *x, const char *name, perq_dtype dtype, int ndim,
     memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
     t->data = data;
     t->nbytes = nbytes;
-    t->owned = owned;
+    c->owned = owned;
     x->n++;
     return 0;
 }
@@ -211,11 +207,11 @@ static size_t assign_shards(perq_ct_export *x, uint64_t *total)
 {
     *total = 0;
     for (size_t i = 0; i < x->n; i++)
-        *total += x->tensors[i].nbytes;
+        *total += x->tensors[i].t.nbytes;
     size_t shard = 0;
     uint64_t in_shard = 0;
     for (size_t i = 0; i < x->n; i++) {
-        uint64_t b = x->tensors[i].nbytes;
+        uint64_t b = x->tensors[i].t.nbytes;
         if (*total > x->opt.shard_bytes && in_shard > 0 && in_shard + b > x->opt.shard_bytes) {
             shard++;
             in_shard = 0;
@@ -241,8 +237,8 @@ static int write_shard(const perq_ct_export *x, size_t shard, const char *path, 
         return perq_fail(err, PERQ_E_NOMEM, "out of memory");
     int rc = perq_st_writer_meta(w, "format", "pt", err);
     for (size_t i = 0; rc == 0 && i < x->n; i++) {
-        const ct_tensor *t = &x->tensors[i];
-        if (t->shard == shard)
+        const perq_tensor *t = &x->tensors[i].t;
+        if (x->tensors[i].shard == shard)
             rc = perq_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data, err);
     }
     if (rc == 0)
@@ -257,7 +253,7 @@ static int write_index(const perq_ct_export *x, size_t n_shards, uint64_t total,
     for (size_t i = 0; i < x->n; i++) {
         char name[64];
         shard_name(name, sizeof name, x->tensors[i].shard, n_shards);
-        json_object_set_new(map, x->tensors[i].name, json_string(name));
+        json_object_set_new(map, x->tensors[i].t.name, json_string(name));
     }
     json_t *index = json_pack("{s{sI} so}", "metadata", "total_size", (json_int_t)total, "weight_map", map);
     if (!index)
