@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "perq/actquant.h"
 #include "perq/fold.h"
@@ -152,6 +153,9 @@ typedef struct run {
     perq_pipeline *p;
     perq_model *m;
     const perq_reporter *rep;
+    int stage;              /* perq_pipeline_stage now running, -1 before the first */
+    double stage_began;
+    long long tokens;       /* calibration rows per pass */
     perq_w4a4 w4a4;
     channel_stats down;     /* this layer's down_proj input */
     float *sample;          /* [SAMPLE_ROWS][intermediate] */
@@ -161,6 +165,60 @@ typedef struct run {
 } run;
 
 static const perq_linear_kind hess_site[N_HESS] = {PERQ_LIN_Q, PERQ_LIN_O, PERQ_LIN_GATE, PERQ_LIN_DOWN};
+
+/* ---- stages and costs ------------------------------------------------------------ */
+
+static const char *const stage_names[PERQ_PIPELINE_STAGES] = {"calibrating", "permuting", "rotating", "quantizing"};
+
+const char *perq_pipeline_stage_name(perq_pipeline_stage s)
+{
+    return s >= 0 && s < PERQ_PIPELINE_STAGES ? stage_names[s] : "?";
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Closes the running stage's clock and, when the stage changes, says so; the
+ * progress is the layers finished. stage -1 only closes the clock. */
+static void enter(run *r, int stage, int layers_done)
+{
+    double t = now_seconds();
+    if (r->stage >= 0)
+        r->p->costs.stage_seconds[r->stage] += t - r->stage_began;
+    r->stage_began = t;
+    if (stage < 0)
+        return;
+    if (stage != r->stage)
+        perq_report_stage(r->rep, stage_names[stage]);
+    r->stage = stage;
+    perq_report_progress(r->rep, layers_done, r->p->n_layers);
+}
+
+/* Floating-point operations of one pass of the calibration rows through one
+ * decoder layer: the seven linears and causal attention (scores and values
+ * over the keys at or before each query). */
+static double layer_pass_flops(const perq_llama_config *c, long long tokens, int seq_len)
+{
+    double q = (double)c->num_attention_heads * c->head_dim, kv = (double)c->num_key_value_heads * c->head_dim;
+    double h = c->hidden_size, inter = c->intermediate_size;
+    double linears = h * q * 2 + h * kv * 2 + h * inter * 3;
+    double attention = 2.0 * q * (seq_len + 1) / 2.0 * 2.0;
+    return 2.0 * (double)tokens * linears + (double)tokens * attention;
+}
+
+json_t *perq_pipeline_costs_json(const perq_pipeline_costs *c)
+{
+    json_t *stages = json_object();
+    for (int s = 0; s < PERQ_PIPELINE_STAGES; s++)
+        json_object_set_new(stages, stage_names[s], json_real(c->stage_seconds[s]));
+    return json_pack("{so sf sf sf sf sf}", "stage_seconds", stages, "calibration_gflop", c->calib_flops * 1e-9,
+                     "gptq_update_gflop", c->gptq_update_flops * 1e-9, "gptq_update_seconds", c->gptq_update_seconds,
+                     "gptq_factor_seconds", c->gptq_factor_seconds, "gptq_seconds", c->gptq_seconds);
+}
 
 /* ---- P1: the residual stream's statistics ------------------------------------------ */
 
@@ -190,15 +248,19 @@ static int choose_p1(run *r, const int32_t *ids, int n_seqs, int seq_len, perq_e
     p->p1 = malloc((size_t)hidden * sizeof *p->p1);
     if (!p->p1)
         return perq_fail(err, PERQ_E_NOMEM, "out of memory");
-    perq_report_stage(r->rep, "calibrating");
+    enter(r, PERQ_STAGE_CALIBRATING, 0);
     perq_layerwise_plan plan = {r, fold_norms_loaded, {r, observe_residual}, NULL, {NULL, NULL}};
     int rc = stats_init(&r->resid, hidden, err);
     if (rc == 0)
         rc = perq_layerwise_begin(m, ids, n_seqs, seq_len, 0, &lw, err);
     if (rc == 0)
         rc = perq_layerwise_calibrate(lw, &plan, r->rep, err);
-    if (rc == 0)
+    for (int l = 0; rc == 0 && l < p->n_layers; l++)
+        p->costs.calib_flops += layer_pass_flops(&m->cfg, r->tokens, seq_len);
+    if (rc == 0) {
+        enter(r, PERQ_STAGE_PERMUTING, 0);
         rc = choose_perm(p->opts.permutation, &r->resid, block, p->opts.seed ^ 0x5031u, p->p1, err);
+    }
     if (rc == 0) {
         float *mass = malloc((size_t)hidden * sizeof *mass);
         int *id = malloc((size_t)hidden * sizeof *id);
@@ -226,7 +288,16 @@ static int layer_loaded(void *ctx, perq_layerwise *lw, int layer, perq_err *err)
     run *r = ctx;
     perq_pipeline *p = r->p;
     perq_model *m = perq_layerwise_model(lw);
-    perq_fold_layer_norms(m, layer);
+    if (p->p1 || p->has_r1 || p->has_r2)
+        enter(r, PERQ_STAGE_ROTATING, layer);
+    if (p->norms_folded) {
+        perq_fold_layer_norms(m, layer);
+    } else {
+        int hidden = m->cfg.hidden_size;
+        float *keep = p->layer_norms + (size_t)layer * 2 * hidden;
+        memcpy(keep, m->layers[layer].attn_norm, (size_t)hidden * sizeof *keep);
+        memcpy(keep + hidden, m->layers[layer].ffn_norm, (size_t)hidden * sizeof *keep);
+    }
     if ((p->p1 || p->has_r1) &&
         perq_fold_residual_layer(m, layer, p->p1, p->has_r1 ? &p->r1 : NULL, err) != 0)
         return -1;
@@ -236,6 +307,7 @@ static int layer_loaded(void *ctx, perq_layerwise *lw, int layer, perq_err *err)
     memset(r->down.sum_abs, 0, (size_t)r->down.d * sizeof *r->down.sum_abs);
     memset(r->down.absmax, 0, (size_t)r->down.d * sizeof *r->down.absmax);
     r->sample_rows = 0;
+    enter(r, PERQ_STAGE_CALIBRATING, layer);
     return 0;
 }
 
@@ -296,6 +368,7 @@ static int permute_layer(run *r, int layer, json_t *entry, perq_err *err)
     int d = r->down.d, block = p->r3_block;
     if (!p->has_r3)
         return 0;
+    enter(r, PERQ_STAGE_PERMUTING, layer);
     int *perm = malloc((size_t)d * sizeof *perm), *id = malloc((size_t)d * sizeof *id);
     float *mass = malloc((size_t)d * sizeof *mass);
     int rc = perm && id && mass ? 0 : perq_fail(err, PERQ_E_NOMEM, "out of memory");
@@ -320,8 +393,10 @@ static int permute_layer(run *r, int layer, json_t *entry, perq_err *err)
                                       r->sample_rows));
         rc = perq_fold_p3(r->m, layer, perm, err);
     }
-    if (rc == 0)
+    if (rc == 0) {
+        enter(r, PERQ_STAGE_ROTATING, layer);
         rc = perq_fold_r3(r->m, layer, &p->r3, err);
+    }
     free(perm);
     free(id);
     free(mass);
@@ -376,6 +451,10 @@ static int quantize_layer(run *r, int layer, json_t *entry, perq_err *err)
         rc = perq_hessian_finalize(&r->hess[h], err);
         if (rc == 0)
             rc = perq_gptq_factor_init(&f[h], r->hess[h].h, r->hess[h].n, &go, err);
+        if (rc == 0) {
+            p->costs.gptq_factor_seconds += f[h].seconds;
+            p->costs.gptq_seconds += f[h].seconds;
+        }
     }
     for (int k = 0; rc == 0 && k < PERQ_PIPELINE_LINEARS; k++) {
         int rows, cols;
@@ -387,8 +466,13 @@ static int quantize_layer(run *r, int layer, json_t *entry, perq_err *err)
             rc = perq_fail(err, PERQ_E_NOMEM, "out of memory");
             break;
         }
-        if (p->opts.algorithm == PERQ_WALGO_GPTQ)
-            rc = perq_gptq_quantize_factored(&f[hessian_of[k]], wk, rows, cols, &go, out, deq, NULL, err);
+        perq_gptq_stats st;
+        if (p->opts.algorithm == PERQ_WALGO_GPTQ &&
+            (rc = perq_gptq_quantize_factored(&f[hessian_of[k]], wk, rows, cols, &go, out, deq, &st, err)) == 0) {
+            p->costs.gptq_update_flops += st.update_flops;
+            p->costs.gptq_update_seconds += st.update_seconds;
+            p->costs.gptq_seconds += st.seconds;
+        }
         else if ((rc = perq_int4_rtn_as(wk, rows, cols, p->opts.group_size, p->opts.scale_dtype, out, err)) == 0)
             perq_int4_dequantize(out, deq);
         if (rc == 0) {
@@ -417,22 +501,32 @@ static int layer_observed(void *ctx, perq_layerwise *lw, int layer, perq_err *er
     const perq_llama_config *c = &r->m->cfg;
     const int widths[N_HESS] = {c->hidden_size, c->num_attention_heads * c->head_dim, c->hidden_size,
                                 c->intermediate_size};
-    int rc = 0;
+    int rc = 0, seq_len = perq_layerwise_seq_len(lw);
+    perq_pipeline_costs *costs = &r->p->costs;
+    costs->calib_flops += layer_pass_flops(c, r->tokens, seq_len); /* the observing pass */
     if (r->p->opts.algorithm == PERQ_WALGO_GPTQ) {
+        enter(r, PERQ_STAGE_CALIBRATING, layer);
         for (int h = 0; rc == 0 && h < N_HESS; h++) {
             perq_hessian_free(&r->hess[h]);
             rc = perq_hessian_init(&r->hess[h], widths[h], err);
+            costs->calib_flops += (double)r->tokens * widths[h] * widths[h];
         }
         perq_linear_hook hook = {r, gather_hessians};
         if (rc == 0)
             rc = perq_layerwise_run(lw, layer, &hook, false, PASS_HESSIAN, err);
+        costs->calib_flops += layer_pass_flops(c, r->tokens, seq_len);
     }
-    if (rc == 0)
+    if (rc == 0) {
+        enter(r, PERQ_STAGE_QUANTIZING, layer);
         rc = quantize_layer(r, layer, entry, err);
+    }
     for (int h = 0; h < N_HESS; h++)
         perq_hessian_free(&r->hess[h]);
     if (rc == 0)
         perq_report_event(r->rep, PERQ_LOG_INFO, entry, "layer %d quantized", layer);
+    /* What follows is the pass that feeds the next layer through this one. */
+    enter(r, PERQ_STAGE_CALIBRATING, layer + 1);
+    costs->calib_flops += layer_pass_flops(c, r->tokens, seq_len);
     return rc;
 }
 
@@ -506,11 +600,15 @@ int perq_pipeline_run(perq_model *m, const int32_t *ids, int n_seqs, int seq_len
     p->layers = json_array();
     p->rotations = json_object();
     p->linears = calloc((size_t)p->n_layers * PERQ_PIPELINE_LINEARS, sizeof *p->linears);
-    if (!p->layers || !p->rotations || !p->linears)
+    p->norms_folded = opts->mode != PERQ_ROT_NONE;
+    if (!p->norms_folded)
+        p->layer_norms = malloc((size_t)p->n_layers * 2 * m->cfg.hidden_size * sizeof *p->layer_norms);
+    if (!p->layers || !p->rotations || !p->linears || (!p->norms_folded && !p->layer_norms))
         return perq_fail(err, PERQ_E_NOMEM, "out of memory");
     if (perq_pipeline_check(&m->cfg, opts, err) != 0)
         return -1;
-    run r = {.p = p, .m = m, .rep = rep};
+    run r = {.p = p, .m = m, .rep = rep, .stage = -1, .tokens = (long long)n_seqs * seq_len};
+    enter(&r, opts->mode != PERQ_ROT_NONE ? PERQ_STAGE_ROTATING : PERQ_STAGE_CALIBRATING, 0);
     r.sample = malloc((size_t)SAMPLE_ROWS * m->cfg.intermediate_size * sizeof *r.sample);
     int rc = r.sample ? 0 : perq_fail(err, PERQ_E_NOMEM, "out of memory");
     if (rc == 0)
@@ -521,18 +619,21 @@ int perq_pipeline_run(perq_model *m, const int32_t *ids, int n_seqs, int seq_len
         rc = fold_ends(&r, err);
     if (rc == 0 && opts->mode == PERQ_ROT_BLOCK)
         rc = choose_p1(&r, ids, n_seqs, seq_len, err);
-    if (rc == 0)
+    if (rc == 0 && (p->p1 || p->has_r1)) {
+        enter(&r, PERQ_STAGE_ROTATING, 0);
         rc = fold_residual_ends(&r, err);
+    }
     r.w4a4 = perq_pipeline_w4a4(p);
     perq_layerwise *lw = NULL;
+    enter(&r, PERQ_STAGE_CALIBRATING, 0);
     if (rc == 0)
         rc = perq_layerwise_begin(m, ids, n_seqs, seq_len, 0, &lw, err);
     if (rc == 0) {
-        perq_report_stage(rep, "quantizing");
         perq_linear_hook prop = perq_w4a4_hook(&r.w4a4);
         perq_layerwise_plan plan = {&r, layer_loaded, {&r, observe}, layer_observed, prop};
         rc = perq_layerwise_calibrate(lw, &plan, rep, err);
     }
+    enter(&r, -1, 0);
     perq_layerwise_free(lw);
     stats_free(&r.down);
     free(r.sample);
@@ -546,6 +647,7 @@ void perq_pipeline_free(perq_pipeline *p)
             perq_int4_free(&p->linears[i]);
     free(p->linears);
     free(p->p1);
+    free(p->layer_norms);
     if (p->has_r1)
         perq_rotation_free(&p->r1);
     if (p->has_r2)

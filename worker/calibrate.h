@@ -10,7 +10,9 @@
  *   3. The residual transform P1 R1 folded into the embedding and the head.
  *   4. Layer by layer (perq_layerwise_calibrate), on inputs that went through
  *      the layers before it already quantized:
- *        fold the norms, P1 R1 and R2 into the layer;
+ *        fold the norms (unless mode none: nothing needs them folded, and
+ *          a folded norm weight widens the per-channel weight ranges), P1 R1
+ *          and R2 into the layer;
  *        observe: per-channel mean |x| (and absmax) at the down_proj input,
  *          plus a sample of those rows for the report;
  *        choose P3 at block size b from them; fold P3 and R3;
@@ -78,17 +80,46 @@ typedef struct perq_pipeline_opts {
 
 #define PERQ_PIPELINE_LINEARS 7 /* q, k, v, o, gate, up, down: perq_linear_kind order */
 
+/* The stages a run goes through, layer by layer, as it reports them (API.md):
+ * per layer "rotating" (R1, R2 folded), "calibrating" (statistics of the
+ * down_proj input), "permuting" (P3 chosen and folded), "rotating" (R3),
+ * "calibrating" (Hessians), "quantizing", "calibrating" (the quantized layer's
+ * outputs, the next layer's inputs); each with progress = layers finished. */
+typedef enum {
+    PERQ_STAGE_CALIBRATING, PERQ_STAGE_PERMUTING, PERQ_STAGE_ROTATING, PERQ_STAGE_QUANTIZING,
+    PERQ_PIPELINE_STAGES
+} perq_pipeline_stage;
+
+const char *perq_pipeline_stage_name(perq_pipeline_stage s);
+
+/* Where the time went, and the arithmetic done, for reports and benchmarks. */
+typedef struct perq_pipeline_costs {
+    double stage_seconds[PERQ_PIPELINE_STAGES];
+    double calib_flops;         /* forward passes (linears, attention) and Hessian accumulation */
+    double gptq_update_flops;   /* GPTQ's lazy-batch sgemm updates (perq_gptq_stats) */
+    double gptq_update_seconds;
+    double gptq_factor_seconds;
+    double gptq_seconds;        /* whole GPTQ calls, factorisations included */
+} perq_pipeline_costs;
+
 typedef struct perq_pipeline {
     perq_pipeline_opts opts;
     perq_rotation r1, r2, r3;
     bool has_r1, has_r2, has_r3;
     int r3_block;               /* R3's width (block size), 0 without R3 */
     int *p1;                    /* residual permutation, NULL when none */
+    bool norms_folded;          /* only where a rotation needs it (not mode none) */
+    float *layer_norms;         /* [layers][2][hidden] input/post_attention norms
+                                   as exported when not folded, else NULL */
     perq_int4_matrix *linears;  /* [layers][PERQ_PIPELINE_LINEARS] */
     int n_layers;
     json_t *layers;             /* the report's per-layer entries */
     json_t *rotations;          /* the report's description of R1, R2, R3, P1 */
+    perq_pipeline_costs costs;
 } perq_pipeline;
+
+/* The costs as the report's "compute" object. */
+json_t *perq_pipeline_costs_json(const perq_pipeline_costs *c);
 
 /* Checks the options against the model's shapes before any work. */
 int perq_pipeline_check(const perq_llama_config *cfg, const perq_pipeline_opts *opts, perq_err *err);

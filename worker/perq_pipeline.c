@@ -98,8 +98,18 @@ static int calibrate(perq_job *j, perq_err *err)
     if (perq_pipeline_check(&j->model->cfg, &o, err) != 0)
         return -1;
     j->pipe_done = true;
-    return perq_pipeline_run(j->model, j->calib, s->calibration.samples, s->calibration.seq_len, &o, j->rep,
-                             &j->pipe, err);
+    int rc = perq_pipeline_run(j->model, j->calib, s->calibration.samples, s->calibration.seq_len, &o, j->rep,
+                               &j->pipe, err);
+    for (int st = 0; st < PERQ_PIPELINE_STAGES; st++)
+        json_object_set_new(j->timings, perq_pipeline_stage_name((perq_pipeline_stage)st),
+                            json_real(j->pipe.costs.stage_seconds[st]));
+    return rc;
+}
+
+static int add_vector(perq_ct_export *ct, const char *name, perq_dtype dt, int n, const float *v, perq_err *err)
+{
+    const int64_t shape[1] = {n};
+    return perq_ct_add_f32(ct, name, dt, 1, shape, v, err);
 }
 
 static int add_ones(perq_ct_export *ct, const char *name, perq_dtype dt, int n, perq_err *err)
@@ -136,12 +146,16 @@ static int fill_export(perq_job *j, perq_ct_export *ct, perq_err *err)
         return -1;
     for (int l = 0; l < c->num_hidden_layers; l++) {
         char name[256];
-        perq_layer_tensor_name(name, sizeof name, l, "input_layernorm.weight");
-        if (add_ones(ct, name, ndt, c->hidden_size, err) != 0)
-            return -1;
-        perq_layer_tensor_name(name, sizeof name, l, "post_attention_layernorm.weight");
-        if (add_ones(ct, name, ndt, c->hidden_size, err) != 0)
-            return -1;
+        const char *norm_names[2] = {"input_layernorm.weight", "post_attention_layernorm.weight"};
+        for (int k = 0; k < 2; k++) {
+            perq_layer_tensor_name(name, sizeof name, l, norm_names[k]);
+            int rc = j->pipe.norms_folded
+                         ? add_ones(ct, name, ndt, c->hidden_size, err)
+                         : add_vector(ct, name, ndt, c->hidden_size,
+                                      j->pipe.layer_norms + ((size_t)l * 2 + k) * c->hidden_size, err);
+            if (rc != 0)
+                return -1;
+        }
         for (int k = 0; k < PERQ_PIPELINE_LINEARS; k++) {
             char prefix[256], wname[300];
             snprintf(prefix, sizeof prefix, "model.layers.%d.%s", l, linear_parts[k]);
@@ -220,8 +234,9 @@ static int evaluate(perq_job *j, perq_err *err)
 static int write_report(perq_job *j, perq_err *err)
 {
     json_t *spec = perq_jobspec_to_json(j->spec);
-    json_t *report = json_pack("{si ss so sO sO}", "format_version", 1, "method", "perq", "spec", spec, "rotations",
-                               j->pipe.rotations, "layers", j->pipe.layers);
+    json_t *report = json_pack("{si ss so sO sO so}", "format_version", 1, "method", "perq", "spec", spec,
+                               "rotations", j->pipe.rotations, "layers", j->pipe.layers, "compute",
+                               perq_pipeline_costs_json(&j->pipe.costs));
     if (!report)
         return perq_fail(err, PERQ_E_NOMEM, "out of memory");
     if (j->eval)
@@ -249,8 +264,13 @@ static int run_stage(perq_job *j, const char *name, stage_fn fn, perq_err *err)
 static int run(perq_job *j, json_t **metrics, perq_err *err)
 {
     double t0 = now_seconds();
-    if (run_stage(j, "loading", load, err) != 0 || run_stage(j, "calibrating", calibrate, err) != 0 ||
-        run_stage(j, "exporting", export_stage, err) != 0)
+    /* The pipeline reports its own stages (calibrating, permuting, rotating,
+     * quantizing) layer by layer and times each. */
+    if (run_stage(j, "loading", load, err) != 0)
+        return -1;
+    if (perq_report_cancelled(j->rep))
+        return perq_fail(err, PERQ_E_CANCELLED, "cancelled");
+    if (calibrate(j, err) != 0 || run_stage(j, "exporting", export_stage, err) != 0)
         return -1;
     if (j->spec->eval.present && run_stage(j, "evaluating", evaluate, err) != 0)
         return -1;
@@ -262,7 +282,7 @@ static int run(perq_job *j, json_t **metrics, perq_err *err)
     json_decref(spec);
     if (rc != 0)
         return -1;
-    *metrics = json_pack("{sO}", "seconds", j->timings);
+    *metrics = json_pack("{sO so}", "seconds", j->timings, "compute", perq_pipeline_costs_json(&j->pipe.costs));
     if (*metrics && j->eval) {
         json_object_set(*metrics, "ppl_float", json_object_get(j->eval, "ppl_float"));
         json_object_set(*metrics, "ppl_quantized", json_object_get(j->eval, "ppl_quantized"));

@@ -90,7 +90,30 @@ static void test_w4a4_hook(void **state)
 
 /* ---- whole jobs ----------------------------------------------------------------- */
 
-static json_t *run_job(const char *spec_text, const char *name)
+/* Stages and per-layer progress as a reporter sees them. */
+typedef struct seen {
+    char stages[512][16];
+    int n_stages;
+    long long last_done, last_total;
+    int progress_ok;
+} seen;
+
+static void on_stage(void *ctx, const char *stage)
+{
+    seen *s = ctx;
+    if (s->n_stages < 512)
+        snprintf(s->stages[s->n_stages++], sizeof s->stages[0], "%s", stage);
+}
+
+static void on_progress(void *ctx, long long done, long long total)
+{
+    seen *s = ctx;
+    s->progress_ok = s->progress_ok && done >= 0 && done <= total;
+    s->last_done = done;
+    s->last_total = total;
+}
+
+static json_t *run_job_seen(const char *spec_text, const char *name, seen *watch)
 {
     if (!getenv("PERQ_SHARED"))
         skip();
@@ -106,7 +129,8 @@ static json_t *run_job(const char *spec_text, const char *name)
     json_decref(doc);
     perq_job_paths paths = {model_dir, out, calib_path, spec.eval.present ? text_path : NULL};
     json_t *metrics = NULL;
-    if (perq_job_run(&spec, &paths, NULL, &metrics, &err) != 0)
+    perq_reporter rep = {watch, on_stage, on_progress, NULL, NULL};
+    if (perq_job_run(&spec, &paths, watch ? &rep : NULL, &metrics, &err) != 0)
         fail_msg("job %s: %s", name, err.msg);
     json_decref(metrics);
     char path[800];
@@ -114,6 +138,11 @@ static json_t *run_job(const char *spec_text, const char *name)
     json_t *report = json_load_file(path, 0, &jerr);
     assert_non_null(report);
     return report;
+}
+
+static json_t *run_job(const char *spec_text, const char *name)
+{
+    return run_job_seen(spec_text, name, NULL);
 }
 
 static double num(const json_t *o, const char *key)
@@ -142,6 +171,71 @@ static void test_massdiff_mechanism(void **state)
         assert_true(num(d, "act_error_after") < num(d, "act_error_before"));
         assert_int_equal((int)num(d, "block_size"), 4);
     }
+    json_decref(r);
+}
+
+static int stage_count(const seen *s, const char *stage)
+{
+    int n = 0;
+    for (int i = 0; i < s->n_stages; i++)
+        n += strcmp(s->stages[i], stage) == 0;
+    return n;
+}
+
+/* A W4A4 block job reports every stage of API.md as it happens, layer by
+ * layer (permuting once per layer, before that layer's quantizing), and the
+ * report times each. */
+static void test_stages(void **state)
+{
+    (void)state;
+    seen s = {.progress_ok = 1};
+    json_t *r = run_job_seen("{\"method\": \"perq\", \"weights\": {\"algorithm\": \"gptq\"},"
+                             " \"rotation\": {\"mode\": \"full\", \"block_size\": 4, \"permutation\": \"massdiff\"},"
+                             " \"calibration\": {\"dataset\": \"c\", \"samples\": 4, \"seq_len\": 64, \"seed\": 1},"
+                             " \"eval\": {\"dataset\": \"e\", \"ctx\": 64, \"chunks\": 2}}",
+                             "stages", &s);
+    assert_true(s.n_stages > 0);
+    assert_string_equal(s.stages[0], "loading");
+    assert_string_equal(s.stages[s.n_stages - 2], "exporting");
+    assert_string_equal(s.stages[s.n_stages - 1], "evaluating");
+    assert_int_equal(stage_count(&s, "permuting"), 5);
+    assert_int_equal(stage_count(&s, "quantizing"), 5);
+    assert_true(stage_count(&s, "rotating") >= 5);
+    assert_true(stage_count(&s, "calibrating") >= 10);
+    for (int i = 0, permuted = 0; i < s.n_stages; i++) {
+        permuted += strcmp(s.stages[i], "permuting") == 0;
+        if (strcmp(s.stages[i], "quantizing") == 0)
+            assert_true(permuted > 0 && --permuted == 0); /* one permuting before each quantizing */
+        if (i > 0)
+            assert_string_not_equal(s.stages[i], s.stages[i - 1]);
+    }
+    assert_true(s.progress_ok);
+    const json_t *secs = json_object_get(json_object_get(r, "compute"), "stage_seconds");
+    for (int k = 0; k < PERQ_PIPELINE_STAGES; k++)
+        assert_true(num(secs, perq_pipeline_stage_name((perq_pipeline_stage)k)) >= 0);
+    assert_true(num(json_object_get(r, "compute"), "calibration_gflop") > 0);
+    assert_true(num(json_object_get(r, "compute"), "gptq_update_gflop") > 0);
+    json_decref(r);
+}
+
+/* Without a rotation nothing needs the norms folded: a perq W4A16 RTN job
+ * with mode none quantizes exactly what method rtn does, and the artifact
+ * keeps the model's norm weights. */
+static void test_none_is_rtn(void **state)
+{
+    (void)state;
+    json_t *p = run_job("{\"method\": \"perq\", \"activations\": {\"bits\": 16}, \"weights\": {\"algorithm\": \"rtn\","
+                        " \"group_size\": null}, \"rotation\": {\"mode\": \"none\", \"permutation\": \"identity\"},"
+                        " \"calibration\": {\"dataset\": \"c\", \"samples\": 2, \"seq_len\": 64, \"seed\": 1},"
+                        " \"eval\": {\"dataset\": \"e\", \"ctx\": 128, \"chunks\": 8}}",
+                        "none_perq");
+    json_t *r = run_job("{\"method\": \"rtn\", \"weights\": {\"algorithm\": \"rtn\", \"group_size\": null},"
+                        " \"eval\": {\"dataset\": \"e\", \"ctx\": 128, \"chunks\": 8}}",
+                        "none_rtn");
+    double a = num(json_object_get(p, "eval"), "ppl_quantized"), b = num(json_object_get(r, "eval"), "ppl_quantized");
+    printf("# W4A16 RTN, no rotation: perq %.6f, method rtn %.6f\n", a, b);
+    assert_true(fabs(a - b) < 1e-4 * b);
+    json_decref(p);
     json_decref(r);
 }
 
@@ -229,6 +323,8 @@ int main(void)
         cmocka_unit_test(test_calib_sequences),
         cmocka_unit_test(test_w4a4_hook),
         cmocka_unit_test(test_massdiff_mechanism),
+        cmocka_unit_test(test_stages),
+        cmocka_unit_test(test_none_is_rtn),
         cmocka_unit_test(test_block_mode),
         cmocka_unit_test(test_weight_only),
     };
