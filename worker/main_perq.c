@@ -13,6 +13,7 @@ static const struct {
     {"eval", perq_cmd_eval, "perplexity of a model on a text"},
     {"tokenize", perq_cmd_tokenize, "token ids of a text"},
     {"quantize", perq_cmd_quantize, "run a job spec locally"},
+    {"report", perq_cmd_report, "a job's report.json as one HTML page"},
     {"synth", perq_cmd_synth, "write a synthetic checkpoint of a real model's shape"},
     {"worker", perq_cmd_worker, "the worker perqd spawns (not for users)"},
 };
