@@ -9,7 +9,9 @@
  *            {mode "none", block_size null, permutation "identity"} for rtn;
  *   calibration: required for perq, forbidden for rtn;
  *                {samples 128, seq_len 2048, seed 42};
- *   outputs ["compressed-tensors"];
+ *   outputs ["compressed-tensors"]; "gguf" only for weight-only jobs
+ *           (activations.bits 16: GGUF has no way to say that activations
+ *           are quantized online, nor to describe an online rotation);
  *   eval: absent; when given {ctx 256, chunks null (the whole text)}.
  * `null` for calibration or eval means absent. Every error names the field
  * path ("weights.group_size: ..."). */
@@ -322,6 +324,10 @@ static int parse_outputs(const json_t *root, perq_jobspec *s, perq_err *err)
             return perq_fail(err, PERQ_E_INVALID, "%s: \"%s\" given twice", p, output_names[which]);
         s->outputs |= 1u << which;
     }
+    if ((s->outputs & PERQ_OUT_GGUF) && s->activations.bits != 16)
+        return perq_fail(err, PERQ_E_INVALID,
+                         "outputs: gguf is for weight-only jobs (activations.bits 16): W4A4 needs online activation "
+                         "quantization and the R3 rotation, which GGUF cannot describe");
     return 0;
 }
 

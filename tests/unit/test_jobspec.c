@@ -136,7 +136,7 @@ static void test_full_spec(void **state)
         " \"activations\": {\"bits\": 4},"
         " \"rotation\": {\"mode\": \"full\", \"block_size\": 16, \"permutation\": \"massdiff\"},"
         " \"calibration\": {\"dataset\": \"wiki\", \"samples\": 16, \"seq_len\": 512, \"seed\": 7},"
-        " \"outputs\": [\"gguf\", \"compressed-tensors\"],"
+        " \"outputs\": [\"compressed-tensors\"],"
         " \"eval\": {\"dataset\": \"wiki\", \"ctx\": 512, \"chunks\": 64}}";
     perq_jobspec s;
     perq_err err = {0};
@@ -146,7 +146,7 @@ static void test_full_spec(void **state)
     assert_int_equal(s.calibration.samples, 16);
     assert_int_equal(s.calibration.seq_len, 512);
     assert_int_equal(s.calibration.seed, 7);
-    assert_int_equal(s.outputs, PERQ_OUT_COMPRESSED_TENSORS | PERQ_OUT_GGUF);
+    assert_int_equal(s.outputs, PERQ_OUT_COMPRESSED_TENSORS);
     assert_int_equal(s.eval.ctx, 512);
     assert_int_equal(s.eval.chunks, 64);
     assert_round_trip(&s);
@@ -166,7 +166,10 @@ static void test_accepted_variants(void **state)
         "{\"model\": \"m\", \"calibration\": {\"dataset\": \"d\", \"seed\": 0}, \"rotation\":"
         " {\"mode\": \"block\", \"block_size\": 2, \"permutation\": \"zigzag\"}}",
         "{\"model\": \"m\", \"calibration\": {\"dataset\": \"d\"}, \"rotation\": {\"mode\": \"none\","
-        " \"permutation\": \"random\"}, \"outputs\": [\"gguf\"]}",
+        " \"permutation\": \"random\"}, \"activations\": {\"bits\": 16}, \"outputs\": [\"gguf\"]}",
+        "{\"model\": \"m\", \"method\": \"rtn\", \"outputs\": [\"gguf\", \"compressed-tensors\"]}",
+        "{\"model\": \"m\", \"calibration\": {\"dataset\": \"d\"}, \"activations\": {\"bits\": 16},"
+        " \"weights\": {\"group_size\": 32}, \"outputs\": [\"compressed-tensors\", \"gguf\"]}",
         "{\"model\": \"m\", \"calibration\": {\"dataset\": \"d\", \"seed\": 9007199254740993},"
         " \"rotation\": {\"block_size\": 65536}}",
     };
@@ -178,6 +181,10 @@ static void test_accepted_variants(void **state)
         assert_round_trip(&s);
     }
 }
+
+#define GGUF_W4A4                                                                                           \
+    "outputs: gguf is for weight-only jobs (activations.bits 16): W4A4 needs online activation quantization and " \
+    "the R3 rotation, which GGUF cannot describe"
 
 static const struct {
     const char *spec;
@@ -255,6 +262,12 @@ static const struct {
     {"{\"model\": \"m\", \"method\": \"rtn\", \"outputs\": [\"gguf\", \"onnx\"]}",
      "outputs[1]: must be \"compressed-tensors\" or \"gguf\""},
     {"{\"model\": \"m\", \"method\": \"rtn\", \"outputs\": [\"gguf\", \"gguf\"]}", "outputs[1]: \"gguf\" given twice"},
+    /* W4A4 (the default of method perq) cannot be described in GGUF: refused before anything is queued */
+    {"{\"model\": \"m\", \"calibration\": {\"dataset\": \"d\"}, \"outputs\": [\"gguf\"]}", GGUF_W4A4},
+    {"{\"model\": \"m\", \"calibration\": {\"dataset\": \"d\"}, \"activations\": {\"bits\": 4},"
+     " \"outputs\": [\"compressed-tensors\", \"gguf\"]}", GGUF_W4A4},
+    {"{\"model\": \"m\", \"outputs\": [\"gguf\"], \"calibration\": {\"dataset\": \"d\"}, \"rotation\":"
+     " {\"mode\": \"none\"}}", GGUF_W4A4},
     {"{\"model\": \"m\", \"method\": \"rtn\", \"eval\": {}}", "eval.dataset: required"},
     {"{\"model\": \"m\", \"method\": \"rtn\", \"eval\": []}", "eval: must be an object or null"},
     {"{\"model\": \"m\", \"method\": \"rtn\", \"eval\": {\"dataset\": \"d\", \"ctx\": 4}}",
