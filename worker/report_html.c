@@ -287,7 +287,8 @@ static void cell_number(FILE *out, double v)
 static void rotations_table(FILE *out, const json_t *rotations)
 {
     fputs("<figure><h2>Rotations and permutations</h2><figcaption>R1 on the residual stream, R2 per attention "
-          "head, R3 at the down_proj input; P1, P3 channel permutations.</figcaption>"
+          "head, R3 at the down_proj input, P1 and P3 channel orders. Folded: merged into the exported weights; "
+          "online: applied at inference.</figcaption>"
           "<table class=\"plain\"><tr><th>transform</th><th>width</th><th class=\"t\">construction</th>"
           "<th class=\"t\">applied</th></tr>\n", out);
     const char *key;
@@ -303,10 +304,14 @@ static void rotations_table(FILE *out, const json_t *rotations)
         cell_number(out, isfinite(width) ? width : number_at(r, "block_size"));
         fputs("<td class=\"t\"><code>", out);
         perq_html_escape(out, string_at(r, "how") ? string_at(r, "how") : string_at(r, "permutation"));
-        fputs("</code></td><td class=\"t\">", out);
+        fputs("</code>", out);
+        double before = number_at(r, "mass_ratio_before"), after = number_at(r, "mass_ratio_after");
+        if (isfinite(before) && isfinite(after))
+            fprintf(out, ", block mass ratio %.3f \u2192 %.3f", before, after);
+        fputs("</td><td class=\"t\">", out);
         const json_t *online = json_object_get(r, "online");
         bool folded = json_is_false(online) || (!online && string_at(r, "permutation"));
-        fputs(json_is_true(online) ? "online, at inference" : folded ? "folded into the weights" : "\u2013", out);
+        fputs(json_is_true(online) ? "online" : folded ? "folded" : "\u2013", out);
         fputs("</td></tr>\n", out);
     }
     fputs("</table></figure>\n", out);
