@@ -28,7 +28,8 @@ typedef struct perq_eval_result {
 } perq_eval_result;
 
 /* model_dir: a Hugging Face checkpoint or a perq artifact (compressed-tensors
- * pack-quantized weights are dequantized). text_path: the text file, read as
+ * pack-quantized weights are dequantized; a W4A4 artifact is evaluated as it
+ * runs, with INT4 per-token activations and its online R3, see perq/w4a4.h). text_path: the text file, read as
  * llama-perplexity reads it (one trailing newline dropped). rep may be NULL;
  * it receives progress per chunk. */
 int perq_eval_perplexity(const char *model_dir, const char *text_path, const perq_eval_options *opt,
