@@ -2,10 +2,11 @@
  *
  * method rtn: loading (config, checkpoint, every expected tensor checked) ->
  * quantizing (one linear at a time: widen to fp32 from the mapping, RTN with
- * scales in the weight's dtype, keep only packed words and scales) ->
- * exporting (compressed-tensors folder) -> evaluating (when the spec asks:
- * perplexity of the input and of the folder just written) -> report.json,
- * then manifest.json last. method perq runs the PeRQ pipeline
+ * scales in the weight's dtype, keep only packed words and scales, and the
+ * Q4_0 blocks when the spec asks for GGUF) -> exporting (compressed-tensors
+ * folder, model.gguf) -> evaluating (when the spec asks: perplexity of the
+ * input and of the compressed-tensors folder just written, job_outputs.h) ->
+ * report.json, then manifest.json last. method perq runs the PeRQ pipeline
  * (perq_job_run_perq, worker/perq_pipeline.c) after the same checks. */
 #include "perq/job.h"
 
@@ -23,6 +24,8 @@
 
 #include "calibrate.h"
 #include "export_ct.h"
+#include "export_gguf.h"
+#include "job_outputs.h"
 #include "manifest.h"
 #include "perq/eval.h"
 #include "perq/fsutil.h"
@@ -43,7 +46,11 @@ typedef struct rtn_job {
     perq_llama_config cfg;
     perq_checkpoint ckpt;
     int ckpt_open;
-    perq_ct_export *ct;
+    perq_ct_export *ct;         /* NULL when no compressed-tensors folder is needed */
+    const char *ct_dir;         /* where it goes (job_outputs.h) */
+    bool ct_scratch;
+    char scratch_dir[4096];
+    perq_gguf_export *gguf;     /* NULL unless outputs has gguf */
     perq_artifact_list files;
     json_t *layers;        /* report: one object per decoder layer */
     json_t *timings;       /* stage -> seconds */
@@ -71,10 +78,10 @@ static int check_cancel(const rtn_job *j, perq_err *err)
 
 static int check_supported(const perq_jobspec *spec, const perq_job_paths *paths, perq_err *err)
 {
-    if (spec->outputs & PERQ_OUT_GGUF)
-        return perq_fail(err, PERQ_E_UNSUPPORTED, "outputs: gguf export not built yet");
-    if (!(spec->outputs & PERQ_OUT_COMPRESSED_TENSORS))
+    if (!(spec->outputs & (PERQ_OUT_COMPRESSED_TENSORS | PERQ_OUT_GGUF)))
         return perq_fail(err, PERQ_E_INVALID, "outputs: no format requested");
+    if ((spec->outputs & PERQ_OUT_GGUF) && spec->activations.bits != 16) /* perq_jobspec_parse refuses it too */
+        return perq_fail(err, PERQ_E_INVALID, "outputs: gguf is for weight-only jobs (activations.bits 16)");
     if (spec->weights.bits != 4)
         return perq_fail(err, PERQ_E_UNSUPPORTED, "weights.bits: %d", spec->weights.bits);
     if (spec->eval.present && !paths->eval_text)
@@ -143,6 +150,9 @@ static int load(rtn_job *j, perq_err *err)
         return perq_err_context(err, "loading %s", j->paths->model_dir);
     for (size_t i = 0; i < j->ckpt.n_files; i++)
         j->bytes_in += j->ckpt.files[i].map_len;
+    perq_gguf_options gguf_opt = {NULL, PERQ_GGUF_EMBED_F16};
+    if ((j->spec->outputs & PERQ_OUT_GGUF) && perq_gguf_new(&j->cfg, &gguf_opt, &j->gguf, err) != 0)
+        return -1;
     const perq_tensor *embed = perq_ckpt_find(&j->ckpt, "model.embed_tokens.weight");
     perq_report_event(j->rep, PERQ_LOG_INFO, NULL, "loaded %s: %d layers, hidden %d, intermediate %d, %s",
                       j->cfg.architecture, j->cfg.num_hidden_layers, j->cfg.hidden_size, j->cfg.intermediate_size,
@@ -232,7 +242,9 @@ static int quantize_linear(rtn_job *j, const perq_tensor *t, int layer, int part
     double rel = relative_error(j->wbuf, &m);
     char prefix[256];
     snprintf(prefix, sizeof prefix, "model.layers.%d.%s", layer, linear_parts[part]);
-    int rc = perq_ct_add_linear(j->ct, prefix, &m, t->dtype, err);
+    int rc = j->ct ? perq_ct_add_linear(j->ct, prefix, &m, t->dtype, err) : 0;
+    if (rc == 0 && j->gguf)
+        rc = perq_gguf_add_linear(j->gguf, prefix, &m, err);
     perq_int4_free(&m);
     if (rc != 0)
         return -1;
@@ -245,6 +257,15 @@ static int quantize_linear(rtn_job *j, const perq_tensor *t, int layer, int part
     j->weights_quantized += (unsigned long long)rows * (unsigned long long)cols;
     j->weight_bytes += t->nbytes;
     return 0;
+}
+
+/* A tensor that is not a quantized linear, to every export (borrowed). */
+static int add_tensor(rtn_job *j, const perq_tensor *t, perq_err *err)
+{
+    bool tied_head = j->cfg.tie_word_embeddings && !strcmp(t->name, "lm_head.weight");
+    if (j->ct && !tied_head && perq_ct_add_tensor(j->ct, t, err) != 0)
+        return -1;
+    return j->gguf ? perq_gguf_add_tensor(j->gguf, t, err) : 0; /* skips a tied head itself */
 }
 
 static int quantize(rtn_job *j, perq_err *err)
@@ -264,9 +285,8 @@ static int quantize(rtn_job *j, perq_err *err)
                 if (quantize_linear(j, t, layer, part, err) != 0)
                     return -1;
                 perq_report_progress(j->rep, ++done, total);
-            } else if (!(j->cfg.tie_word_embeddings && !strcmp(t->name, "lm_head.weight"))) {
-                if (perq_ct_add_tensor(j->ct, t, err) != 0)
-                    return -1;
+            } else if (add_tensor(j, t, err) != 0) {
+                return -1;
             }
         }
     free(j->wbuf);
@@ -313,7 +333,7 @@ static int evaluate(rtn_job *j, perq_err *err)
 {
     perq_eval_options opt = {PERQ_PPL_LLAMACPP, j->spec->eval.ctx, j->spec->eval.chunks};
     perq_eval_result r[2];
-    const char *dirs[2] = {j->paths->model_dir, j->paths->out_dir};
+    const char *dirs[2] = {j->paths->model_dir, j->ct_dir};
     for (int pass = 0; pass < 2; pass++) {
         eval_pass e = {j->rep, pass};
         perq_reporter rep = {&e, NULL, eval_progress, eval_event, eval_cancelled};
@@ -346,6 +366,8 @@ static int write_report(rtn_job *j, perq_err *err)
         return perq_fail(err, PERQ_E_NOMEM, "out of memory");
     if (j->eval)
         json_object_set(report, "eval", j->eval);
+    if (j->gguf)
+        json_object_set_new(report, "gguf", perq_gguf_summary(j->gguf));
     char path[4096];
     snprintf(path, sizeof path, "%s/report.json", j->paths->out_dir);
     int rc = perq_write_json_atomic(path, report, err);
@@ -396,9 +418,25 @@ static int run_stage(rtn_job *j, const char *name, stage_fn fn, perq_err *err)
     return rc;
 }
 
+/* The scratch folder's files are not artifacts: listed apart and forgotten. */
+static int write_ct(rtn_job *j, perq_err *err)
+{
+    if (!j->ct_scratch)
+        return perq_ct_write(j->ct, j->paths->model_dir, j->ct_dir, &j->files, j->rep, err);
+    perq_artifact_list scratch = {0};
+    int rc = perq_mkdirs(j->ct_dir, err);
+    if (rc == 0)
+        rc = perq_ct_write(j->ct, j->paths->model_dir, j->ct_dir, &scratch, j->rep, err);
+    perq_artifacts_free(&scratch);
+    return rc;
+}
+
 static int export_stage(rtn_job *j, perq_err *err)
 {
-    return perq_ct_write(j->ct, j->paths->model_dir, j->paths->out_dir, &j->files, j->rep, err);
+    if (j->ct && write_ct(j, err) != 0)
+        return -1;
+    return j->gguf ? perq_gguf_write_artifact(j->gguf, j->paths->model_dir, j->paths->out_dir, &j->files, j->rep, err)
+                   : 0;
 }
 
 static int run_rtn(rtn_job *j, json_t **metrics, perq_err *err)
@@ -408,6 +446,8 @@ static int run_rtn(rtn_job *j, json_t **metrics, perq_err *err)
         run_stage(j, "exporting", export_stage, err) != 0)
         return -1;
     if (j->spec->eval.present && run_stage(j, "evaluating", evaluate, err) != 0)
+        return -1;
+    if (j->ct_scratch && perq_job_remove_scratch(j->paths, err) != 0)
         return -1;
     if (check_cancel(j, err) != 0 || write_report(j, err) != 0)
         return -1;
@@ -431,12 +471,18 @@ int perq_job_run(const perq_jobspec *spec, const perq_job_paths *paths, const pe
         return perq_job_run_perq(spec, paths, rep, metrics, err);
     perq_ct_options opt = {spec->weights.group_size, spec->activations.bits, 0};
     rtn_job j = {.spec = spec, .paths = paths, .rep = rep};
-    j.ct = perq_ct_new(&opt);
+    j.ct_dir = perq_job_ct_dir(spec, paths, j.scratch_dir, sizeof j.scratch_dir, &j.ct_scratch);
+    j.ct = j.ct_dir ? perq_ct_new(&opt) : NULL;
     j.layers = json_array();
     j.timings = json_object();
-    int rc = j.ct && j.layers && j.timings ? run_rtn(&j, metrics, err)
-                                           : perq_fail(err, PERQ_E_NOMEM, "out of memory");
-    perq_ct_free(j.ct); /* before the checkpoint: it borrows from the mapping */
+    int rc = (j.ct || !j.ct_dir) && j.layers && j.timings ? run_rtn(&j, metrics, err)
+                                                          : perq_fail(err, PERQ_E_NOMEM, "out of memory");
+    if (rc != 0 && j.ct_scratch) {
+        perq_err ignored = {0};
+        perq_job_remove_scratch(paths, &ignored);
+    }
+    perq_ct_free(j.ct); /* both before the checkpoint: they borrow from the mapping */
+    perq_gguf_free(j.gguf);
     if (j.ckpt_open)
         perq_ckpt_close(&j.ckpt);
     perq_artifacts_free(&j.files);

@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include "export_ct.h"
+#include "export_gguf.h"
+#include "job_outputs.h"
 #include "manifest.h"
 #include "perq/fsutil.h"
 #include "perq/perplexity.h"
@@ -31,7 +33,10 @@ typedef struct perq_job {
     perq_pipeline pipe;
     bool pipe_done;
     perq_artifact_list files;
-    json_t *timings, *eval;
+    const char *ct_dir;         /* compressed-tensors folder, or NULL (job_outputs.h) */
+    bool ct_scratch;
+    char scratch_dir[4096];
+    json_t *timings, *eval, *gguf_summary;
 } perq_job;
 
 static double now_seconds(void)
@@ -106,43 +111,71 @@ static int calibrate(perq_job *j, perq_err *err)
     return rc;
 }
 
-static int add_vector(perq_ct_export *ct, const char *name, perq_dtype dt, int n, const float *v, perq_err *err)
+/* The exports the folded, quantized model goes to; either may be NULL. */
+typedef struct exports {
+    perq_ct_export *ct;
+    perq_gguf_export *gguf;
+} exports;
+
+static int add_f32(const exports *x, const char *name, perq_dtype dt, int ndim, const int64_t *shape, const float *v,
+                   perq_err *err)
 {
-    const int64_t shape[1] = {n};
-    return perq_ct_add_f32(ct, name, dt, 1, shape, v, err);
+    if (x->ct && perq_ct_add_f32(x->ct, name, dt, ndim, shape, v, err) != 0)
+        return -1;
+    return x->gguf ? perq_gguf_add_f32(x->gguf, name, ndim, shape, v, err) : 0;
 }
 
-static int add_ones(perq_ct_export *ct, const char *name, perq_dtype dt, int n, perq_err *err)
+static int add_vector(const exports *x, const char *name, perq_dtype dt, int n, const float *v, perq_err *err)
+{
+    const int64_t shape[1] = {n};
+    return add_f32(x, name, dt, 1, shape, v, err);
+}
+
+static int add_ones(const exports *x, const char *name, perq_dtype dt, int n, perq_err *err)
 {
     float *ones = malloc((size_t)n * sizeof *ones);
     if (!ones)
         return perq_fail(err, PERQ_E_NOMEM, "out of memory");
     for (int i = 0; i < n; i++)
         ones[i] = 1.0f;
-    const int64_t shape[1] = {n};
-    int rc = perq_ct_add_f32(ct, name, dt, 1, shape, ones, err);
+    int rc = add_vector(x, name, dt, n, ones, err);
     free(ones);
     return rc;
 }
 
+static int add_linear(const exports *x, const char *prefix, const perq_int4_matrix *m, perq_dtype scale_dtype,
+                      perq_err *err)
+{
+    if (x->ct && perq_ct_add_linear(x->ct, prefix, m, scale_dtype, err) != 0)
+        return -1;
+    return x->gguf ? perq_gguf_add_linear(x->gguf, prefix, m, err) : 0;
+}
+
+/* R3 as the artifact reader (perq/w4a4.h) rebuilds it: a width with no
+ * Hadamard construction has a random orthogonal factor, so its seed too. */
 static json_t *transform_config(const perq_pipeline *p)
 {
     if (!p->has_r3)
         return NULL;
-    return json_pack("{s{s{s{ss sb si s[{s[s] ss sb}] ss}}}}", "transform_config", "config_groups", "r3", "type",
-                     "hadamard", "randomize", 0, "head_dim", p->r3_block, "apply", "targets", "re:.*mlp.down_proj$",
-                     "location", "input", "inverse", 0, "construction", p->r3.how);
+    json_t *tc = json_pack("{s{s{s{ss sb si s[{s[s] ss sb}] ss}}}}", "transform_config", "config_groups", "r3",
+                           "type", "hadamard", "randomize", 0, "head_dim", p->r3_block, "apply", "targets",
+                           "re:.*mlp.down_proj$", "location", "input", "inverse", 0, "construction", p->r3.how);
+    if (tc && p->r3.kind == PERQ_ROT_RANDOM_ORTHOGONAL) {
+        json_t *r3 = json_object_get(json_object_get(json_object_get(tc, "transform_config"), "config_groups"), "r3");
+        json_object_set_new(r3, "seed", json_integer((json_int_t)p->r3.seed));
+    }
+    return tc;
 }
 
-static int fill_export(perq_job *j, perq_ct_export *ct, perq_err *err)
+static int fill_export(perq_job *j, const exports *x, perq_err *err)
 {
     perq_model *m = j->model;
     const perq_llama_config *c = &m->cfg;
     perq_dtype edt = tensor_dtype(m, "model.embed_tokens.weight");
     perq_dtype ndt = tensor_dtype(m, "model.norm.weight");
     const int64_t table[2] = {c->vocab_size, c->hidden_size};
-    if (perq_ct_add_f32(ct, "model.embed_tokens.weight", edt, 2, table, m->embed, err) != 0 ||
-        add_ones(ct, "model.norm.weight", ndt, c->hidden_size, err) != 0)
+    if (add_f32(x, "model.embed_tokens.weight", edt, 2, table, m->embed, err) != 0 ||
+        add_ones(x, "model.norm.weight", ndt, c->hidden_size, err) != 0)
         return -1;
     for (int l = 0; l < c->num_hidden_layers; l++) {
         char name[256];
@@ -150,8 +183,8 @@ static int fill_export(perq_job *j, perq_ct_export *ct, perq_err *err)
         for (int k = 0; k < 2; k++) {
             perq_layer_tensor_name(name, sizeof name, l, norm_names[k]);
             int rc = j->pipe.norms_folded
-                         ? add_ones(ct, name, ndt, c->hidden_size, err)
-                         : add_vector(ct, name, ndt, c->hidden_size,
+                         ? add_ones(x, name, ndt, c->hidden_size, err)
+                         : add_vector(x, name, ndt, c->hidden_size,
                                       j->pipe.layer_norms + ((size_t)l * 2 + k) * c->hidden_size, err);
             if (rc != 0)
                 return -1;
@@ -160,28 +193,65 @@ static int fill_export(perq_job *j, perq_ct_export *ct, perq_err *err)
             char prefix[256], wname[300];
             snprintf(prefix, sizeof prefix, "model.layers.%d.%s", l, linear_parts[k]);
             snprintf(wname, sizeof wname, "%s.weight", prefix);
-            if (perq_ct_add_linear(ct, prefix, &j->pipe.linears[(size_t)l * PERQ_PIPELINE_LINEARS + k],
-                                   tensor_dtype(m, wname), err) != 0)
+            if (add_linear(x, prefix, &j->pipe.linears[(size_t)l * PERQ_PIPELINE_LINEARS + k],
+                           tensor_dtype(m, wname), err) != 0)
                 return -1;
         }
     }
-    return perq_ct_add_f32(ct, "lm_head.weight", edt, 2, table, m->head, err);
+    return add_f32(x, "lm_head.weight", edt, 2, table, m->head, err);
+}
+
+/* The compressed-tensors folder; a scratch one's files are not artifacts. */
+static int write_ct(perq_job *j, perq_ct_export *ct, perq_err *err)
+{
+    if (!j->ct_scratch)
+        return perq_ct_write(ct, j->paths->model_dir, j->ct_dir, &j->files, j->rep, err);
+    perq_artifact_list scratch = {0};
+    int rc = perq_mkdirs(j->ct_dir, err);
+    if (rc == 0)
+        rc = perq_ct_write(ct, j->paths->model_dir, j->ct_dir, &scratch, j->rep, err);
+    perq_artifacts_free(&scratch);
+    return rc;
+}
+
+/* GGUF (weight-only jobs: perq_jobspec_parse refuses it with W4A4, so every
+ * rotation is folded): the head is always its own matrix after folding, and
+ * q_proj/k_proj keep their output rows in the checkpoint's order (R1 and P1
+ * act on their inputs, R2 on v and o), as the RoPE row permutation needs. */
+static int new_gguf(const perq_job *j, perq_gguf_export **out, perq_err *err)
+{
+    perq_llama_config cfg = j->model->cfg;
+    cfg.tie_word_embeddings = false;
+    perq_gguf_options opt = {NULL, PERQ_GGUF_EMBED_F16};
+    return perq_gguf_new(&cfg, &opt, out, err);
 }
 
 static int export_stage(perq_job *j, perq_err *err)
 {
     perq_ct_options opt = {j->spec->weights.group_size, j->spec->activations.bits, 0};
-    perq_ct_export *ct = perq_ct_new(&opt);
+    exports x = {NULL, NULL};
     json_t *config_patch = json_pack("{sb}", "tie_word_embeddings", 0);
     json_t *quant_patch = transform_config(&j->pipe);
-    int rc = ct && config_patch ? 0 : perq_fail(err, PERQ_E_NOMEM, "out of memory");
-    if (rc == 0) {
-        perq_ct_set_patches(ct, config_patch, quant_patch);
-        rc = fill_export(j, ct, err);
+    int rc = config_patch ? 0 : perq_fail(err, PERQ_E_NOMEM, "out of memory");
+    if (rc == 0 && j->ct_dir) {
+        x.ct = perq_ct_new(&opt);
+        if (x.ct)
+            perq_ct_set_patches(x.ct, config_patch, quant_patch);
+        else
+            rc = perq_fail(err, PERQ_E_NOMEM, "out of memory");
     }
+    if (rc == 0 && (j->spec->outputs & PERQ_OUT_GGUF))
+        rc = new_gguf(j, &x.gguf, err);
     if (rc == 0)
-        rc = perq_ct_write(ct, j->paths->model_dir, j->paths->out_dir, &j->files, j->rep, err);
-    perq_ct_free(ct);
+        rc = fill_export(j, &x, err);
+    if (rc == 0 && x.ct)
+        rc = write_ct(j, x.ct, err);
+    if (rc == 0 && x.gguf)
+        rc = perq_gguf_write_artifact(x.gguf, j->paths->model_dir, j->paths->out_dir, &j->files, j->rep, err);
+    if (rc == 0 && x.gguf && !(j->gguf_summary = perq_gguf_summary(x.gguf)))
+        rc = perq_fail(err, PERQ_E_NOMEM, "out of memory");
+    perq_ct_free(x.ct);
+    perq_gguf_free(x.gguf);
     json_decref(config_patch);
     json_decref(quant_patch);
     return rc;
@@ -198,7 +268,7 @@ static int eval_quantized(perq_job *j, const perq_eval_options *opt, perq_eval_r
     perq_model *q = NULL;
     int32_t *ids = NULL;
     size_t n = 0;
-    int rc = perq_model_open(j->paths->out_dir, &q, err);
+    int rc = perq_model_open(j->ct_dir, &q, err);
     if (rc == 0)
         rc = tokenize_file(j->tok, j->paths->eval_text, true, &ids, &n, err);
     if (rc == 0) {
@@ -241,6 +311,8 @@ static int write_report(perq_job *j, perq_err *err)
         return perq_fail(err, PERQ_E_NOMEM, "out of memory");
     if (j->eval)
         json_object_set(report, "eval", j->eval);
+    if (j->gguf_summary)
+        json_object_set(report, "gguf", j->gguf_summary);
     char path[4096];
     snprintf(path, sizeof path, "%s/report.json", j->paths->out_dir);
     int rc = perq_write_json_atomic(path, report, err);
@@ -274,6 +346,8 @@ static int run(perq_job *j, json_t **metrics, perq_err *err)
         return -1;
     if (j->spec->eval.present && run_stage(j, "evaluating", evaluate, err) != 0)
         return -1;
+    if (j->ct_scratch && perq_job_remove_scratch(j->paths, err) != 0)
+        return -1;
     if (write_report(j, err) != 0)
         return -1;
     json_object_set_new(j->timings, "total", json_real(now_seconds() - t0));
@@ -301,8 +375,13 @@ int perq_job_run_perq(const perq_jobspec *spec, const perq_job_paths *paths, con
     if (access(paths->calibration_text, R_OK) != 0)
         return perq_fail(err, PERQ_E_INVALID, "calibration: cannot read %s", paths->calibration_text);
     perq_job j = {.spec = spec, .paths = paths, .rep = rep};
+    j.ct_dir = perq_job_ct_dir(spec, paths, j.scratch_dir, sizeof j.scratch_dir, &j.ct_scratch);
     j.timings = json_object();
     int rc = j.timings ? run(&j, metrics, err) : perq_fail(err, PERQ_E_NOMEM, "out of memory");
+    if (rc != 0 && j.ct_scratch) {
+        perq_err ignored = {0};
+        perq_job_remove_scratch(paths, &ignored);
+    }
     if (j.pipe_done)
         perq_pipeline_free(&j.pipe);
     perq_model_close(j.model);
@@ -312,5 +391,6 @@ int perq_job_run_perq(const perq_jobspec *spec, const perq_job_paths *paths, con
     perq_artifacts_free(&j.files);
     json_decref(j.timings);
     json_decref(j.eval);
+    json_decref(j.gguf_summary);
     return rc;
 }
