@@ -1,0 +1,114 @@
+/* Helpers of bench_perq.sh, built against build/libperq.a so that they use
+ * the same OpenBLAS kernel choice as the perq job they are compared with.
+ *
+ *   perq_job_bench peak
+ *     Best GFLOP/s of a few square sgemms of order 2048 (after a warm-up).
+ *   perq_job_bench budget DIR SEQS SEQ_LEN
+ *     What a perq job (mode full, W4A4, GPTQ) on the checkpoint in DIR with
+ *     SEQS x SEQ_LEN calibration tokens keeps in memory at once, in bytes, one
+ *     "name bytes" line each:
+ *       layer        one decoder layer in fp32 (perq_model_layer_bytes)
+ *       activations  the calibration residual stream plus one micro-batch's
+ *                    workspace (perq_layerwise_activation_bytes)
+ *       ends         embedding and lm_head in fp32 (both materialised: R1 is
+ *                    folded into each; a tied head is untied)
+ *       gptq         the four Hessians (q/k/v, o, gate/up, down inputs) and
+ *                    their four GPTQ factors, n*n floats each, alive together
+ *                    while a layer is quantized, plus one dequantized matrix
+ *       sample       the down_proj input rows kept for the report (2048 rows)
+ *       int4         every layer's INT4 weights (half a byte each) kept for
+ *                    the export */
+#include <cblas.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "perq/blas.h"
+#include "perq/forward.h"
+#include "perq/model.h"
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static float *filled(size_t n)
+{
+    float *a = malloc(n * sizeof *a);
+    if (!a) {
+        fprintf(stderr, "perq_job_bench: out of memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < n; i++)
+        a[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
+    return a;
+}
+
+static double sgemm_gflops(int n, int rounds)
+{
+    float *a = filled((size_t)n * n), *b = filled((size_t)n * n), *c = filled((size_t)n * n);
+    double best = 0.0;
+    for (int r = 0; r < rounds; r++) {
+        double t0 = now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double g = 2.0 * n * (double)n * n / (now() - t0) / 1e9;
+        best = g > best ? g : best;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return best;
+}
+
+static int run_peak(void)
+{
+    sgemm_gflops(1024, 2); /* threads and clocks up */
+    printf("%.2f %s %d\n", sgemm_gflops(2048, 4), perq_blas_core(), perq_blas_threads());
+    return 0;
+}
+
+static int run_budget(const char *dir, int seqs, int seq_len)
+{
+    perq_model *m;
+    perq_err err = {0};
+    if (perq_model_open(dir, &m, &err) != 0) {
+        fprintf(stderr, "perq_job_bench: %s\n", err.msg);
+        return 1;
+    }
+    const perq_llama_config *c = &m->cfg;
+    int32_t *ids = calloc((size_t)seqs * seq_len, sizeof *ids);
+    perq_layerwise *lw = NULL;
+    if (!ids || perq_layerwise_begin(m, ids, seqs, seq_len, 0, &lw, &err) != 0) {
+        fprintf(stderr, "perq_job_bench: %s\n", ids ? err.msg : "out of memory");
+        return 1;
+    }
+    double hidden = c->hidden_size, inter = c->intermediate_size, q = (double)c->num_attention_heads * c->head_dim;
+    double kv = (double)c->num_key_value_heads * c->head_dim;
+    double hessians = hidden * hidden + q * q + hidden * hidden + inter * inter;
+    double weights = hidden * (2 * q + 2 * kv + 3 * inter);
+    printf("layer %zu\n", perq_model_layer_bytes(c));
+    printf("activations %zu\n", perq_layerwise_activation_bytes(lw));
+    printf("ends %.0f\n", 2.0 * c->vocab_size * hidden * 4);
+    printf("gptq %.0f\n", 2.0 * hessians * 4 + hidden * inter * 4);
+    printf("sample %.0f\n", 2048.0 * inter * 4);
+    printf("int4 %.0f\n", weights * c->num_hidden_layers / 2);
+    perq_layerwise_free(lw);
+    free(ids);
+    perq_model_close(m);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    perq_blas_choose_kernel(argc, argv);
+    if (argc == 2 && !strcmp(argv[1], "peak"))
+        return run_peak();
+    if (argc == 5 && !strcmp(argv[1], "budget"))
+        return run_budget(argv[2], atoi(argv[3]), atoi(argv[4]));
+    fprintf(stderr, "usage: perq_job_bench peak | budget DIR SEQS SEQ_LEN\n");
+    return 2;
+}
