@@ -27,6 +27,7 @@
 #include "export_gguf.h"
 #include "job_outputs.h"
 #include "manifest.h"
+#include "report_files.h"
 #include "perq/eval.h"
 #include "perq/fsutil.h"
 #include "perq/int4.h"
@@ -368,11 +369,9 @@ static int write_report(rtn_job *j, perq_err *err)
         json_object_set(report, "eval", j->eval);
     if (j->gguf)
         json_object_set_new(report, "gguf", perq_gguf_summary(j->gguf));
-    char path[4096];
-    snprintf(path, sizeof path, "%s/report.json", j->paths->out_dir);
-    int rc = perq_write_json_atomic(path, report, err);
+    int rc = perq_report_files_write(j->paths->out_dir, report, j->timings, &j->files, err);
     json_decref(report);
-    return rc == 0 ? perq_artifacts_add(&j->files, "report.json", "report", err) : -1;
+    return rc;
 }
 
 static unsigned long long bytes_out(const rtn_job *j)
@@ -449,9 +448,11 @@ static int run_rtn(rtn_job *j, json_t **metrics, perq_err *err)
         return -1;
     if (j->ct_scratch && perq_job_remove_scratch(j->paths, err) != 0)
         return -1;
-    if (check_cancel(j, err) != 0 || write_report(j, err) != 0)
+    if (check_cancel(j, err) != 0)
         return -1;
     json_object_set_new(j->timings, "total", json_real(now_seconds() - t0));
+    if (write_report(j, err) != 0)
+        return -1;
     json_t *spec = perq_jobspec_to_json(j->spec);
     int rc = perq_manifest_write(j->paths->out_dir, &j->files, spec, j->timings, err);
     json_decref(spec);

@@ -12,6 +12,7 @@
 #include "export_gguf.h"
 #include "job_outputs.h"
 #include "manifest.h"
+#include "report_files.h"
 #include "perq/fsutil.h"
 #include "perq/perplexity.h"
 #include "perq/tokenizer.h"
@@ -313,11 +314,9 @@ static int write_report(perq_job *j, perq_err *err)
         json_object_set(report, "eval", j->eval);
     if (j->gguf_summary)
         json_object_set(report, "gguf", j->gguf_summary);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/report.json", j->paths->out_dir);
-    int rc = perq_write_json_atomic(path, report, err);
+    int rc = perq_report_files_write(j->paths->out_dir, report, j->timings, &j->files, err);
     json_decref(report);
-    return rc == 0 ? perq_artifacts_add(&j->files, "report.json", "report", err) : -1;
+    return rc;
 }
 
 typedef int (*stage_fn)(perq_job *j, perq_err *err);
@@ -348,9 +347,9 @@ static int run(perq_job *j, json_t **metrics, perq_err *err)
         return -1;
     if (j->ct_scratch && perq_job_remove_scratch(j->paths, err) != 0)
         return -1;
+    json_object_set_new(j->timings, "total", json_real(now_seconds() - t0));
     if (write_report(j, err) != 0)
         return -1;
-    json_object_set_new(j->timings, "total", json_real(now_seconds() - t0));
     json_t *spec = perq_jobspec_to_json(j->spec);
     int rc = perq_manifest_write(j->paths->out_dir, &j->files, spec, j->timings, err);
     json_decref(spec);

@@ -75,11 +75,11 @@ listing_matches_manifest() {
   assert_json '[.artifacts[] | select(.name == "model.gguf") | .format] == ["gguf"]' "model.gguf is listed once, as gguf"
 }
 
-step "rtn, gguf alone: model.gguf and report.json, each as perqd lists it and as manifest.json says"
+step "rtn, gguf alone: model.gguf and the reports, each as perqd lists it and as manifest.json says"
 mkdir -p "$TMP/rtn"
 get "/v1/jobs/$RTN/artifacts"; assert_status 200
-assert_json '[.artifacts[].name] | sort == ["manifest.json", "model.gguf", "report.json"]' \
-  "the only artifacts: model.gguf, report.json, manifest.json"
+assert_json '[.artifacts[].name] | sort == ["manifest.json", "model.gguf", "report.html", "report.json"]' \
+  "the only artifacts: model.gguf, report.json, report.html, manifest.json"
 cp "$TMP/resp.body" "$TMP/rtn.listing.json"
 while IFS=$'\t' read -r name sum bytes; do
   req GET "/v1/jobs/$RTN/artifacts/$name"; assert_status 200

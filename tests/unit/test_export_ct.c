@@ -248,8 +248,9 @@ static void check_manifest(const char *model, const char *out, const char *spec_
         assert_int_equal((json_int_t)bytes, json_integer_value(json_object_get(f, "bytes")));
         listed++;
     }
-    /* model, config, tokenizer.json, tokenizer_config.json, generation_config.json, report */
-    assert_int_equal(listed, 6);
+    /* model, config, tokenizer.json, tokenizer_config.json, generation_config.json,
+     * report.json, report.html */
+    assert_int_equal(listed, 7);
     char src[65], dst[65];
     uint64_t b1, b2;
     perq_err err = {0};

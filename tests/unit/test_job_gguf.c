@@ -254,8 +254,8 @@ static double eval_number(const char *out, const char *key)
 
 static const char *const ct_and_gguf[] = {"model.safetensors", "config.json", "tokenizer.json",
                                           "tokenizer_config.json", "generation_config.json", PERQ_GGUF_FILE,
-                                          "report.json"};
-static const char *const gguf_only[] = {PERQ_GGUF_FILE, "report.json"};
+                                          "report.json", "report.html"};
+static const char *const gguf_only[] = {PERQ_GGUF_FILE, "report.json", "report.html"};
 
 /* The folder holds exactly the manifest and want[0..n). */
 static void check_folder(const char *out, const char *const *want, size_t n)
@@ -289,8 +289,8 @@ static void test_rtn_with_gguf(void **state)
                          " \"outputs\": [\"compressed-tensors\", \"gguf\"],"
                          " \"eval\": {\"dataset\": \"e\", \"ctx\": 128, \"chunks\": 4}}",
                          model, "rtn-both");
-    check_manifest(both, ct_and_gguf, 7);
-    check_folder(both, ct_and_gguf, 7);
+    check_manifest(both, ct_and_gguf, 8);
+    check_folder(both, ct_and_gguf, 8);
     check_report_summary(both, 47);
     check_same_model(both, 32);
 
@@ -298,8 +298,8 @@ static void test_rtn_with_gguf(void **state)
     char *alone = run_job("{\"method\": \"rtn\", \"weights\": {\"group_size\": 32}, \"outputs\": [\"gguf\"],"
                           " \"eval\": {\"dataset\": \"e\", \"ctx\": 128, \"chunks\": 4}}",
                           model, "rtn-gguf");
-    check_manifest(alone, gguf_only, 2);
-    check_folder(alone, gguf_only, 2);
+    check_manifest(alone, gguf_only, 3);
+    check_folder(alone, gguf_only, 3);
     char *a = in_dir(both, PERQ_GGUF_FILE), *b = in_dir(alone, PERQ_GGUF_FILE), *da, *db;
     size_t la, lb;
     read_whole(a, &da, &la);
@@ -323,8 +323,8 @@ static void test_gguf_alone_without_eval(void **state)
     if (!have_data())
         return;
     char *out = run_job("{\"method\": \"rtn\", \"outputs\": [\"gguf\"]}", model, "rtn-gguf-noeval");
-    check_manifest(out, gguf_only, 2);
-    check_folder(out, gguf_only, 2);
+    check_manifest(out, gguf_only, 3);
+    check_folder(out, gguf_only, 3);
     free(out);
 }
 
@@ -339,7 +339,7 @@ static void test_perq_w4a16_with_gguf(void **state)
                         " \"outputs\": [\"compressed-tensors\", \"gguf\"],"
                         " \"eval\": {\"dataset\": \"e\", \"ctx\": 128, \"chunks\": 4}}",
                         model, "perq-w4a16");
-    check_manifest(out, ct_and_gguf, 7);
+    check_manifest(out, ct_and_gguf, 8);
     check_report_summary(out, 48); /* output.weight: the head folding changed */
     json_t *cfg = load_json(out, "config.json");
     assert_true(json_is_false(json_object_get(cfg, "tie_word_embeddings"))); /* the head changed by folding */

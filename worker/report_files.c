@@ -1,0 +1,19 @@
+#include "report_files.h"
+
+#include <stdio.h>
+
+#include "report_html.h"
+
+int perq_report_files_write(const char *out_dir, const json_t *report, const json_t *timings,
+                            perq_artifact_list *files, perq_err *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/report.json", out_dir);
+    if (perq_write_json_atomic(path, report, err) != 0 ||
+        perq_artifacts_add(files, "report.json", "report", err) != 0)
+        return -1;
+    snprintf(path, sizeof path, "%s/report.html", out_dir);
+    if (perq_report_html_write(report, timings, path, err) != 0)
+        return perq_err_context(err, "report.html");
+    return perq_artifacts_add(files, "report.html", "report", err);
+}
