@@ -17,6 +17,17 @@
 #define MANIFEST "manifest.json"
 #define MANIFEST_MAX ((size_t)16 << 20)
 
+/* report.html is meant to be opened in a browser; the rest are downloads. */
+static const char *artifact_media_type(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    if (dot && strcmp(dot, ".json") == 0)
+        return "application/json";
+    if (dot && strcmp(dot, ".html") == 0)
+        return "text/html; charset=utf-8";
+    return "application/octet-stream";
+}
+
 static const char *guess_format(const char *name)
 {
     const char *dot = strrchr(name, '.');
@@ -164,8 +175,7 @@ void artifacts_get(http_req *r)
     }
     char etag[70], path[PATH_MAX];
     snprintf(etag, sizeof etag, "\"%s\"", json_string_value(json_object_get(entry, "sha256")));
-    const char *dot = strrchr(name, '.');
-    const char *type = dot && strcmp(dot, ".json") == 0 ? "application/json" : "application/octet-stream";
+    const char *type = artifact_media_type(name);
     json_decref(list);
 
     int fd = snprintf(path, sizeof path, "%s/%s", dir, name) < (int)sizeof path ? open(path, O_RDONLY | O_CLOEXEC)

@@ -67,6 +67,13 @@ download_artifacts "$J" "$TMP/out"
 R=$TMP/out/report.json
 [ -f "$R" ] || fail "no report.json among the artifacts"
 
+step "report.html served by perqd as a page"
+req GET "/v1/jobs/$J/artifacts/report.html"
+assert_status 200
+case "$(header Content-Type)" in text/html*) ;; *) fail "report.html served as '$(header Content-Type)'";; esac
+grep -q '<svg' "$TMP/resp.body" || fail "report.html has no chart"
+cmp -s "$TMP/resp.body" "$TMP/out/report.html" || fail "report.html differs from the downloaded artifact"
+
 step "report.json: per-layer statistics and the evaluation"
 jq -e '.method == "perq" and (.layers | length) == 5' "$R" >/dev/null || fail "report: 5 layers expected"
 jq -e '[.layers[].down_proj_input | .block_size == 4 and .permutation == "massdiff"
