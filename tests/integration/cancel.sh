@@ -8,7 +8,7 @@ upload_slow_model; SLOW=$MODEL_ID
 upload_model "$STORIES"; M=$MODEL_ID
 
 step "one job runs, the next waits (--workers 1)"
-submit_job "$(slow_spec "$SLOW")"; A=$JOB_ID
+submit_job "$(slow_spec "$SLOW" "$SLOW_EVAL_ALL")"; A=$JOB_ID
 wait_worker "$A"
 submit_job "$(rtn_spec "$M" 32)"; B=$JOB_ID
 get "/v1/jobs/$B"; assert_json '.status == "queued" and .started_at == null' "the second job waits for the only worker"

@@ -343,11 +343,15 @@ manifest_entries() {
 # ---- a job that runs for a few seconds -----------------------------------------
 
 # For tests that act on a running job (kill, cancel, restart): RTN on a
-# synthetic checkpoint followed by a short perplexity evaluation, so that the
-# job lasts seconds even when quantization gets faster. The checkpoint is
-# cached under build/test-cache (synth is deterministic per seed).
+# synthetic checkpoint followed by a perplexity evaluation, so that the job
+# lasts seconds even when quantization gets faster. The checkpoint is cached
+# under build/test-cache (synth is deterministic per seed). A job the test
+# stops anyway evaluates the whole text (SLOW_EVAL_ALL: about 200 chunks, tens
+# of seconds), so no machine is fast enough to finish it first; a job that
+# must also end evaluates SLOW_EVAL_CHUNKS (a few seconds).
 SLOW_SYNTH=${SLOW_SYNTH:-"--preset tiny --layers 24 --seed 7"}
-SLOW_EVAL_CHUNKS=${SLOW_EVAL_CHUNKS:-4}
+SLOW_EVAL_CHUNKS=${SLOW_EVAL_CHUNKS:-32}
+SLOW_EVAL_ALL=100000
 
 slow_model_dir() {
   local key dir
@@ -372,9 +376,9 @@ upload_slow_model() {
   upload_model "$dir" slow-synth
 }
 
-# slow_spec MODEL: the job spec of the slow job.
+# slow_spec MODEL [CHUNKS]: the job spec of the slow job.
 slow_spec() {
-  jq -nc --arg m "$1" --argjson c "$SLOW_EVAL_CHUNKS" \
+  jq -nc --arg m "$1" --argjson c "${2:-$SLOW_EVAL_CHUNKS}" \
     '{model: $m, method: "rtn", weights: {group_size: null, algorithm: "rtn"}, eval: {dataset: "slow-eval", ctx: 256, chunks: $c}}'
 }
 

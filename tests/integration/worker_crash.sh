@@ -8,7 +8,7 @@ upload_slow_model; SLOW=$MODEL_ID
 upload_model "$STORIES"; M=$MODEL_ID
 
 step "kill -9 the worker of a running job"
-submit_job "$(slow_spec "$SLOW")"; J=$JOB_ID
+submit_job "$(slow_spec "$SLOW" "$SLOW_EVAL_ALL")"; J=$JOB_ID
 wait_worker "$J"
 wait_job_status "$J" running 10
 assert_json '.started_at != null'
