@@ -79,3 +79,9 @@ echo "recovery = PPL(GPTQ, R1+R2+R3 full) / PPL(setting); prototype: independent
 #   rotation far more than GPTQ does, and the prototype's 5.166 is in that range.
 echo "notes: no rotation keeps the norms unfolded (W4A16 RTN = method rtn); rotations are Hadamard, not random orthogonal:"
 echo "       RTN with full rotations is sensitive to that choice, GPTQ much less (tests/bench/experiment.sh comments)"
+
+# The same table on a synthetic 1B-shaped checkpoint with planted outliers,
+# where every R3 block size from 16 to 512 applies (KL from the float model
+# instead of perplexity: its weights are random).
+echo
+"$(dirname "$0")/experiment_synth.sh"
