@@ -58,6 +58,20 @@ static const synth_preset presets[] = {
         .tie_word_embeddings = true, .bos_token_id = 1, .eos_token_id = 2,
         .tokenizer = SYNTH_TOK_SENTENCEPIECE,
     },
+    /* The tiny shapes with Llama 3's byte-level BPE and rope scaling: the
+     * smallest vocabulary the Llama 3 tokenizer builder makes (1280 pieces and
+     * the 256 special tokens after them), for tests of those paths. */
+    {
+        .name = "tiny-llama3", .architecture = "LlamaForCausalLM", .model_type = "llama",
+        .hidden_size = 256, .intermediate_size = 688, .num_hidden_layers = 2,
+        .num_attention_heads = 8, .num_key_value_heads = 2, .head_dim = 32,
+        .vocab_size = 1536, .max_position_embeddings = 131072,
+        .rms_norm_eps = 1e-5, .rope_theta = 500000.0,
+        .llama3_rope = true, .rope_factor = 32.0, .rope_low_freq_factor = 1.0,
+        .rope_high_freq_factor = 4.0, .rope_original_max_position_embeddings = 8192,
+        .tie_word_embeddings = true, .bos_token_id = 1280, .eos_token_id = 1281,
+        .tokenizer = SYNTH_TOK_LLAMA3,
+    },
 };
 
 size_t synth_preset_count(void)

@@ -6,18 +6,26 @@
 # nothing is built or downloaded at run time). perq's side:
 # tests/gguf-client/perq_gguf_ref.c, built here against build/libperq.a.
 #
-# stories260K and a synthetic model (perq synth --preset tiny), RTN INT4 groups
-# of 32 -> model.gguf (Q4_0; down_proj in F16: widths 172 and 688 hold no whole
-# Q4_0 blocks). On the first 256 tokens of the TinyStories text:
-#   - llama.cpp's tokenization of a text = perq's (the GGUF's vocabulary, types
-#     and scores make llama.cpp's SentencePiece tokenizer merge as HF's BPE);
+# stories260K and two synthetic models (perq synth --preset tiny, and
+# tiny-llama3: the same shapes with Llama 3's byte-level BPE tokenizer and
+# rope scaling), RTN INT4 groups of 32 -> model.gguf (Q4_0; down_proj in F16:
+# widths 172 and 688 hold no whole Q4_0 blocks). On the first 256 tokens of the
+# TinyStories text (1024 for tiny-llama3, where rope scaling shows more):
+#   - llama.cpp's tokenization of a text = perq's (SentencePiece: the GGUF's
+#     vocabulary, types and scores make llama.cpp's tokenizer merge as HF's
+#     BPE; byte-level BPE: "gpt2" with pre-tokenizer "llama-bpe" and the merge
+#     list), on the TinyStories text and on one of digits, punctuation, runs of
+#     spaces and newlines, contractions and multi-byte UTF-8;
 #   - llama.cpp's per-token log-probabilities vs perq's fp32 forward pass over
 #     exactly the GGUF's values: the difference is of the size of the effect of
 #     llama.cpp's activation rounding (inputs of Q4_0 matmuls to Q8_0, of F16
 #     ones to fp16), as perq measures it by simulating that rounding, and far
 #     below the effect of quantizing the weights;
 #   - perplexity: llama.cpp within 1% of perq on the same weights, and within
-#     20% of the float model's.
+#     20% of the float model's;
+#   - tiny-llama3: llama.cpp reads the rope_freqs tensor and it is the right
+#     one: with it set to ones (no scaling) llama.cpp is clearly farther from
+#     perq's forward pass with simulated rounding.
 set -euo pipefail
 root=${PERQ_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 shared=${PERQ_SHARED:-$root/../shared}
@@ -55,27 +63,37 @@ text=$shared/data/tinystories_valid_head.txt
 # A text for the tokenizers: the first 4000 bytes, no trailing newline.
 python3 -c 'import sys; d=open(sys.argv[1],"rb").read(4000).decode("utf-8","ignore").rstrip("\n"); open(sys.argv[2],"w").write(d)' \
   "$text" "$tmp/text.txt"
+# Where byte-level pre-tokenizers differ: digit runs, punctuation, space runs,
+# \r\n, tabs, contractions in both cases, 2-, 3- and 4-byte UTF-8.
+printf '%s' $'Numbers 12345 and 1,000,000; symbols #$%&*!? and   three spaces.\n\nTwo newlines\r\nCRLF, tabs\there. It\'s, we\'re, I\'LL, they\'VE; \xc3\xbcn\xc3\xafc\xc3\xb6de \xe2\x9c\x93 \xf0\x9f\x98\x80 \xe4\xb8\xad\xe6\x96\x87  \n   end' \
+  >"$tmp/tricky.txt"
 
-check_model() { # NAME MODEL_DIR TENSORS
+check_model() { # NAME MODEL_DIR TENSORS TOKENIZER_MODEL N_TOKENS
   local name=$1 dir=$2 out=$tmp/$1
   mkdir -p "$out"
   echo "== $name"
-  "$tmp/perq_gguf_ref" "$dir" "$out/model.gguf" "$text" 32 256 >"$out/perq.json"
+  "$tmp/perq_gguf_ref" "$dir" "$out/model.gguf" "$text" 32 "$5" >"$out/perq.json"
   "$PERQ_BIN/perq" tokenize --model "$dir" --text "$tmp/text.txt" --json >"$out/perq_tokens.json"
+  "$PERQ_BIN/perq" tokenize --model "$dir" --text "$tmp/tricky.txt" --json >"$out/perq_tricky.json"
   node "$client/score.mjs" "$out/model.gguf" "$out/perq.json" "$tmp/text.txt" >"$out/llama.json"
-  python3 - "$out/perq.json" "$out/llama.json" "$out/perq_tokens.json" "$3" "$(stat -c %s "$out/model.gguf")" <<'EOF'
+  node "$client/score.mjs" "$out/model.gguf" "$out/perq.json" "$tmp/tricky.txt" >"$out/llama_tricky.json"
+  python3 - "$out/perq.json" "$out/llama.json" "$out/perq_tokens.json" "$3" "$(stat -c %s "$out/model.gguf")" \
+    "$4" "$out/llama_tricky.json" "$out/perq_tricky.json" <<'EOF'
 import json, math, sys
 perq, llama, perq_tokens = (json.load(open(p)) for p in sys.argv[1:4])
-n_tensors, size = int(sys.argv[4]), int(sys.argv[5])
+n_tensors, size, tokenizer_model = int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+llama_tricky, perq_tricky = (json.load(open(p)) for p in sys.argv[7:9])
 print(f"exported {size} bytes: {json.dumps(perq['summary']['types'])}, not Q4_0: "
       f"{sorted(set(f['tensor'].split('.', 2)[2] for f in perq['summary']['not_q4_0']))}")
 print("llama.cpp:", json.dumps(llama["llama_cpp"]), json.dumps(llama["metadata"]))
-assert llama["metadata"]["architecture"] == "llama" and llama["metadata"]["tokenizer_model"] == "llama"
+assert llama["metadata"]["architecture"] == "llama" and llama["metadata"]["tokenizer_model"] == tokenizer_model
 assert llama["metadata"]["n_tensors"] == n_tensors, llama["metadata"]
 
 bos = perq["tokens"][0]
 assert llama["text_tokens"] == [bos] + perq_tokens, "llama.cpp tokenizes the text differently from perq"
-print(f"tokenization: {len(perq_tokens)} tokens, identical")
+assert llama_tricky["text_tokens"] == [bos] + perq_tricky, \
+    f"llama.cpp tokenizes the hard text differently from perq:\n{llama_tricky['text_tokens']}\n{[bos] + perq_tricky}"
+print(f"tokenization: {len(perq_tokens)} tokens, identical; hard text: {len(perq_tricky)} tokens, identical")
 
 def diff(a, b):
     d = [abs(x - y) for x, y in zip(a, b)]
@@ -107,7 +125,26 @@ print("ok")
 EOF
 }
 
-check_model stories260K "$shared/models/stories260K" 47
+check_model stories260K "$shared/models/stories260K" 47 llama 256
 # A synthetic checkpoint: perq synth --preset tiny (BF16, hidden 256, intermediate 688, GQA 8/2, head_dim 32).
 "$PERQ_BIN/perq" synth --preset tiny --out "$tmp/synth-tiny" >/dev/null
-check_model synth-tiny "$tmp/synth-tiny" 20
+check_model synth-tiny "$tmp/synth-tiny" 20 llama 256
+# The same shapes with a Llama 3 tokenizer (1280 pieces + 256 special tokens) and
+# llama3 rope scaling (factor 32, theta 500000): one more tensor, rope_freqs.
+"$PERQ_BIN/perq" synth --preset tiny-llama3 --out "$tmp/synth-tiny-llama3" >/dev/null
+check_model synth-tiny-llama3 "$tmp/synth-tiny-llama3" 21 gpt2 1024
+
+out=$tmp/synth-tiny-llama3
+echo "rope_freqs: $(python3 "$client/rope_freqs_ones.py" "$out/model.gguf" "$out/rope_ones.gguf")"
+node "$client/score.mjs" "$out/rope_ones.gguf" "$out/perq.json" >"$out/llama_rope_ones.json"
+python3 - "$out/perq.json" "$out/llama.json" "$out/llama_rope_ones.json" <<'EOF'
+import json, sys
+perq, scaled, unscaled = (json.load(open(p)) for p in sys.argv[1:4])
+ref = perq["logprob_gguf_act8"]
+mean = lambda lp: sum(abs(x - y) for x, y in zip(lp, ref)) / len(ref)
+with_freqs, with_ones = mean(scaled["logprob"]), mean(unscaled["logprob"])
+print(f"|llama.cpp - perq with simulated rounding|: mean {with_freqs:.5f} nats with rope_freqs, "
+      f"{with_ones:.5f} with ones in its place")
+assert with_freqs < 0.75 * with_ones, "llama.cpp does not rotate as perq's llama3 rope scaling"
+print("ok")
+EOF

@@ -647,7 +647,7 @@ static void check_tokenizer_round_trip(const char *dir, const synth_preset *p)
 
 static void test_tokenizers(void **state)
 {
-    const char *names[] = {"tiny", "tinyllama-1.1b", "llama-3.2-1b"};
+    const char *names[] = {"tiny", "tinyllama-1.1b", "llama-3.2-1b", "tiny-llama3"};
     for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
         const synth_preset *p = synth_preset_find(names[k]);
         char *dir = in_dir(*state, names[k]);
