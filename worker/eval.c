@@ -9,47 +9,15 @@
 #include "perq/tokenizer.h"
 #include "perq/w4a4.h"
 
+#include "eval_plan.h"
+
 enum {
     BATCH_TOKENS = 2048,         /* tokens per forward batch in resident mode */
     LOGIT_FLOATS = 1 << 22,      /* logits computed at once: 16 MB */
 };
 
-#define MAX_TEXT_BYTES ((size_t)1 << 30)
-
-typedef struct chunk_plan {
-    int ctx, n_chunks;
-    int first;          /* position of the first scored prediction in a chunk */
-    int n_scored;       /* predictions scored per chunk */
-    bool replace_bos;   /* token 0 of every chunk becomes BOS */
-} chunk_plan;
-
-static int plan_chunks(size_t n_ids, const perq_eval_options *opt, chunk_plan *p, perq_err *err)
-{
-    memset(p, 0, sizeof *p);
-    p->ctx = opt->ctx > 0 ? opt->ctx : 256;
-    if (p->ctx < 4)
-        return perq_fail(err, PERQ_E_INVALID, "ctx %d is too small (at least 4)", p->ctx);
-    if (opt->protocol == PERQ_PPL_LLAMACPP) {
-        p->first = p->ctx / 2;
-        p->n_scored = p->ctx - 1 - p->first;
-        p->replace_bos = true;
-    } else {
-        p->first = p->ctx / 2 - 1;
-        p->n_scored = p->ctx - p->ctx / 2;
-    }
-    size_t whole = n_ids / (size_t)p->ctx;
-    if (opt->chunks > 0 && (size_t)opt->chunks < whole)
-        whole = (size_t)opt->chunks;
-    if (whole == 0)
-        return perq_fail(err, PERQ_E_INVALID, "the text has %zu tokens, fewer than one chunk of %d", n_ids, p->ctx);
-    if (whole > (size_t)(1 << 30) / (size_t)p->ctx)
-        return perq_fail(err, PERQ_E_INVALID, "too many chunks (%zu)", whole);
-    p->n_chunks = (int)whole;
-    return 0;
-}
-
 /* The tokens of chunks c0 .. c0+n-1 as the model sees them. */
-static void chunk_tokens(const int32_t *ids, const chunk_plan *p, int bos, int c0, int n, int32_t *out)
+static void chunk_tokens(const int32_t *ids, const perq_chunk_plan *p, int bos, int c0, int n, int32_t *out)
 {
     memcpy(out, ids + (size_t)c0 * p->ctx, (size_t)n * p->ctx * sizeof *out);
     if (p->replace_bos)
@@ -71,7 +39,7 @@ static double nll_of(const float *logits, int vocab, int target)
 
 typedef struct scorer {
     const perq_model *m;
-    const chunk_plan *plan;
+    const perq_chunk_plan *plan;
     const perq_linear_hook *hook;
     float *rows;         /* [block][hidden] gathered hidden states */
     float *logits;       /* [block][vocab] */
@@ -81,7 +49,7 @@ typedef struct scorer {
     long long scored;
 } scorer;
 
-static int scorer_init(scorer *s, const perq_model *m, const chunk_plan *p, const perq_linear_hook *hook,
+static int scorer_init(scorer *s, const perq_model *m, const perq_chunk_plan *p, const perq_linear_hook *hook,
                        perq_err *err)
 {
     memset(s, 0, sizeof *s);
@@ -126,7 +94,7 @@ static int score_block(scorer *s, int n, perq_err *err)
  * and whose tokens are tokens [n*ctx]. */
 static int score_chunks(scorer *s, const float *h, const int32_t *tokens, int n, perq_err *err)
 {
-    const chunk_plan *p = s->plan;
+    const perq_chunk_plan *p = s->plan;
     size_t hidden = (size_t)s->m->cfg.hidden_size;
     int filled = 0;
     for (int c = 0; c < n; c++)
@@ -161,7 +129,7 @@ static bool all_layers_loaded(const perq_model *m)
 }
 
 /* Every layer in fp32, chunks streaming through in batches. */
-static int eval_resident(perq_model *m, const int32_t *ids, int bos, const chunk_plan *p, scorer *s,
+static int eval_resident(perq_model *m, const int32_t *ids, int bos, const perq_chunk_plan *p, scorer *s,
                          const perq_reporter *rep, perq_err *err)
 {
     if (perq_model_load_all(m, err) != 0)
@@ -194,7 +162,7 @@ static int eval_resident(perq_model *m, const int32_t *ids, int bos, const chunk
 }
 
 /* One layer at a time over the hidden states of every chunk. */
-static int eval_layerwise(perq_model *m, const int32_t *ids, int bos, const chunk_plan *p, scorer *s,
+static int eval_layerwise(perq_model *m, const int32_t *ids, int bos, const perq_chunk_plan *p, scorer *s,
                           const perq_reporter *rep, perq_err *err)
 {
     size_t rows = (size_t)p->n_chunks * p->ctx;
@@ -240,8 +208,8 @@ int perq_perplexity_ids(perq_model *m, const int32_t *ids, size_t n_ids, int bos
                         perq_eval_result *out, perq_err *err)
 {
     memset(out, 0, sizeof *out);
-    chunk_plan p;
-    if (plan_chunks(n_ids, opt, &p, err) != 0)
+    perq_chunk_plan p;
+    if (perq_chunk_plan_make(n_ids, opt, &p, err) != 0)
         return -1;
     if (p.replace_bos && (bos_id < 0 || bos_id >= m->cfg.vocab_size))
         return perq_fail(err, PERQ_E_INVALID, "the llama.cpp protocol needs a BOS token (the model has none)");
@@ -274,22 +242,6 @@ void perq_eval_describe(const perq_eval_result *r, char *buf, size_t size)
 /* ---- from a folder and a text file -------------------------------------------------- */
 
 /* The text as llama-perplexity reads it, tokenized once with BOS. */
-static int tokenize_text(const char *model_dir, const char *text_path, perq_tokenizer **tok, int32_t **ids,
-                         size_t *n_ids, perq_err *err)
-{
-    char *text;
-    size_t len;
-    if (perq_read_file(text_path, MAX_TEXT_BYTES, &text, &len, err) != 0)
-        return -1;
-    if (len > 0 && text[len - 1] == '\n')
-        len--;
-    int rc = perq_tokenizer_load(model_dir, tok, err);
-    if (rc == 0)
-        rc = perq_tokenizer_encode(*tok, text, len, true, ids, n_ids, err);
-    free(text);
-    return rc;
-}
-
 /* What an artifact asks of inference beyond its dequantized weights (INT4
  * activations, an online R3), as the job's own evaluation applies it. */
 static int w4a4_runtime_for(const perq_model *m, const perq_reporter *rep, perq_w4a4_runtime **out,
@@ -319,7 +271,7 @@ int perq_eval_perplexity(const char *model_dir, const char *text_path, const per
     size_t n_ids = 0;
     int rc = perq_model_open(model_dir, &m, err);
     if (rc == 0)
-        rc = tokenize_text(model_dir, text_path, &tok, &ids, &n_ids, err);
+        rc = perq_eval_text_ids(model_dir, text_path, &tok, &ids, &n_ids, err);
     if (rc == 0) {
         int bos = perq_tokenizer_bos_id(tok);
         if (bos < 0)

@@ -16,45 +16,17 @@
 #include "perq/tokenizer.h"
 #include "perq/w4a4.h"
 
-#define MAX_TEXT_BYTES ((size_t)1 << 30)
+#include "eval_plan.h"
 
 enum { HEAD_ROWS = 32 };    /* positions whose logits are computed at once */
 
-/* The positions the perplexity protocols score (perq/perplexity.h). */
-typedef struct kl_plan {
-    int ctx, n_chunks;
-    int first;              /* position of the first scored prediction in a chunk */
-    int n_scored;           /* predictions scored per chunk */
-    bool replace_bos;       /* token 0 of every chunk becomes BOS */
-} kl_plan;
-
-static int plan_positions(size_t n_ids, const perq_eval_options *opt, kl_plan *p, perq_err *err)
-{
-    memset(p, 0, sizeof *p);
-    p->ctx = opt->ctx > 0 ? opt->ctx : 256;
-    if (p->ctx < 4)
-        return perq_fail(err, PERQ_E_INVALID, "ctx %d is too small (at least 4)", p->ctx);
-    p->replace_bos = opt->protocol == PERQ_PPL_LLAMACPP;
-    p->first = p->replace_bos ? p->ctx / 2 : p->ctx / 2 - 1;
-    p->n_scored = p->replace_bos ? p->ctx - 1 - p->first : p->ctx - p->ctx / 2;
-    size_t whole = n_ids / (size_t)p->ctx;
-    if (opt->chunks > 0 && (size_t)opt->chunks < whole)
-        whole = (size_t)opt->chunks;
-    if (whole == 0)
-        return perq_fail(err, PERQ_E_INVALID, "the text has %zu tokens, fewer than one chunk of %d", n_ids, p->ctx);
-    if (whole > (size_t)(1 << 30) / (size_t)p->ctx)
-        return perq_fail(err, PERQ_E_INVALID, "too many chunks (%zu)", whole);
-    p->n_chunks = (int)whole;
-    return 0;
-}
-
-static size_t scored_count(const kl_plan *p)
+static size_t scored_count(const perq_chunk_plan *p)
 {
     return (size_t)p->n_chunks * (size_t)p->n_scored;
 }
 
 /* Position (row of the residual stream) of scored prediction i. */
-static size_t scored_position(const kl_plan *p, size_t i)
+static size_t scored_position(const perq_chunk_plan *p, size_t i)
 {
     return i / (size_t)p->n_scored * (size_t)p->ctx + (size_t)p->first + i % (size_t)p->n_scored;
 }
@@ -94,7 +66,7 @@ static int cancelled(const perq_reporter *rep, perq_err *err)
 /* Runs tokens [n_chunks][ctx] through every layer of s, one layer in memory
  * at a time (layers already loaded stay), and keeps the scored positions'
  * normalised hidden states. */
-static int side_hidden(side *s, const int32_t *tokens, const kl_plan *p, const perq_reporter *rep, long long step,
+static int side_hidden(side *s, const int32_t *tokens, const perq_chunk_plan *p, const perq_reporter *rep, long long step,
                        long long steps, perq_err *err)
 {
     perq_model *m = s->m;
@@ -152,7 +124,7 @@ static double kl_of(const float *a, const float *b, int vocab, int target, doubl
     return kl > 0 ? kl : 0; /* rounding can leave -1e-12 for equal distributions */
 }
 
-static int compare(side *ref, side *mod, const int32_t *tokens, const kl_plan *p, perq_kl_result *out,
+static int compare(side *ref, side *mod, const int32_t *tokens, const perq_chunk_plan *p, perq_kl_result *out,
                    perq_err *err)
 {
     int vocab = ref->m->cfg.vocab_size;
@@ -197,23 +169,16 @@ static int compare(side *ref, side *mod, const int32_t *tokens, const kl_plan *p
 
 /* The chunks' tokens as both models see them: the text tokenized once with
  * BOS by the model's tokenizer; for llama.cpp, BOS first in every chunk. */
-static int chunk_tokens(const side *mod, const char *text_path, const perq_eval_options *opt, kl_plan *p,
+static int chunk_tokens(const side *mod, const char *text_path, const perq_eval_options *opt, perq_chunk_plan *p,
                         int32_t **tokens, perq_err *err)
 {
-    char *text = NULL;
-    size_t len = 0, n_ids = 0;
+    size_t n_ids = 0;
     int32_t *ids = NULL;
     perq_tokenizer *tok = NULL;
     *tokens = NULL;
-    int rc = perq_read_file(text_path, MAX_TEXT_BYTES, &text, &len, err);
-    if (rc == 0 && len > 0 && text[len - 1] == '\n')
-        len--;
+    int rc = perq_eval_text_ids(mod->dir, text_path, &tok, &ids, &n_ids, err);
     if (rc == 0)
-        rc = perq_tokenizer_load(mod->dir, &tok, err);
-    if (rc == 0)
-        rc = perq_tokenizer_encode(tok, text, len, true, &ids, &n_ids, err);
-    if (rc == 0)
-        rc = plan_positions(n_ids, opt, p, err);
+        rc = perq_chunk_plan_make(n_ids, opt, p, err);
     int bos = tok ? perq_tokenizer_bos_id(tok) : -1;
     bos = bos >= 0 ? bos : mod->m->cfg.bos_token_id;
     if (rc == 0 && p->replace_bos && (bos < 0 || bos >= mod->m->cfg.vocab_size))
@@ -227,7 +192,6 @@ static int chunk_tokens(const side *mod, const char *text_path, const perq_eval_
             (*tokens)[(size_t)c * p->ctx] = bos;
     }
     free(ids);
-    free(text);
     if (tok)
         perq_tokenizer_free(tok);
     return rc;
@@ -239,7 +203,7 @@ int perq_eval_kl(const char *reference_dir, const char *model_dir, const char *t
     memset(out, 0, sizeof *out);
     side ref, mod;
     int32_t *tokens = NULL;
-    kl_plan p;
+    perq_chunk_plan p;
     int rc = side_open(&ref, reference_dir, err);
     if (rc == 0)
         rc = side_open(&mod, model_dir, err);
