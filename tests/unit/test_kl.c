@@ -53,16 +53,9 @@ static int setup(void **state)
     fx.tmp = strdup(tmpl);
     if (asprintf(&fx.artifact, "%s/job", fx.tmp) < 0)
         return -1;
-    json_t *doc = json_loads(job_spec, 0, NULL);
-    perq_jobspec spec;
-    perq_err err = {0};
-    int rc = doc ? perq_jobspec_parse(doc, false, &spec, &err) : -1;
-    json_decref(doc);
     perq_job_paths paths = {fx.model, fx.artifact, fx.text, NULL};
-    json_t *metrics = NULL;
-    if (rc == 0)
-        rc = perq_job_run(&spec, &paths, NULL, &metrics, &err);
-    json_decref(metrics);
+    perq_err err = {0};
+    int rc = test_run_spec(job_spec, &paths, NULL, &err);
     if (rc != 0)
         fprintf(stderr, "job: %s\n", err.msg);
     return rc;

@@ -55,17 +55,9 @@ static int setup(void **state)
     fx.tmp = strdup(tmpl);
     if (asprintf(&fx.artifact, "%s/job", fx.tmp) < 0)
         return -1;
-    json_t *doc = json_loads(job_spec, 0, NULL);
-    perq_jobspec spec;
-    perq_err err = {0};
-    int rc = doc ? perq_jobspec_parse(doc, false, &spec, &err) : -1;
-    json_decref(doc);
-    if (rc != 0) {
-        fprintf(stderr, "spec: %s\n", err.msg);
-        return -1;
-    }
     perq_job_paths paths = {fx.model, fx.artifact, fx.text, fx.text};
-    if (perq_job_run(&spec, &paths, NULL, &fx.metrics, &err) != 0) {
+    perq_err err = {0};
+    if (test_run_spec(job_spec, &paths, &fx.metrics, &err) != 0) {
         fprintf(stderr, "job: %s\n", err.msg);
         return -1;
     }

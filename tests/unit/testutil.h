@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "perq/fsutil.h"
+#include "perq/job.h"
+#include "perq/jobspec.h"
 
 /* dir/name in a new string; the caller frees it. */
 static inline char *in_dir(const char *dir, const char *name)
@@ -77,6 +79,28 @@ static inline uint64_t xorshift64(uint64_t *state)
     x ^= x >> 7;
     x ^= x << 17;
     return *state = x;
+}
+
+/* Parses a job spec written as JSON and runs it (perq_job_run, no reporter).
+ * Returns 0, or -1 with err set. *metrics (may be NULL) takes the job's metrics. */
+static inline int test_run_spec(const char *spec_json, const perq_job_paths *paths, json_t **metrics,
+                                perq_err *err)
+{
+    json_error_t jerr;
+    json_t *doc = json_loads(spec_json, 0, &jerr);
+    if (!doc)
+        return perq_fail(err, PERQ_E_INVALID, "spec: %s", jerr.text);
+    perq_jobspec spec;
+    int rc = perq_jobspec_parse(doc, false, &spec, err);
+    json_decref(doc);
+    json_t *m = NULL;
+    if (rc == 0)
+        rc = perq_job_run(&spec, paths, NULL, &m, err);
+    if (metrics)
+        *metrics = m;
+    else
+        json_decref(m);
+    return rc;
 }
 
 #endif
