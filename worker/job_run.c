@@ -353,7 +353,8 @@ static int evaluate(rtn_job *j, perq_err *err)
 
 /* ---- report, manifest, metrics --------------------------------------------- */
 
-static int write_report(rtn_job *j, perq_err *err)
+/* report.json, report.html, then manifest.json. */
+static int close_artifacts(rtn_job *j, perq_err *err)
 {
     json_t *report = json_pack("{si ss s{si so ss ss si} s{si sf sf} sO}", "format_version", 1, "method",
                                perq_method_name(j->spec->method), "weights", "bits", 4, "group_size",
@@ -369,7 +370,7 @@ static int write_report(rtn_job *j, perq_err *err)
         json_object_set(report, "eval", j->eval);
     if (j->gguf)
         json_object_set_new(report, "gguf", perq_gguf_summary(j->gguf));
-    int rc = perq_report_files_write(j->paths->out_dir, report, j->timings, &j->files, err);
+    int rc = perq_job_close_artifacts(j->paths->out_dir, j->spec, report, j->timings, &j->files, err);
     json_decref(report);
     return rc;
 }
@@ -451,12 +452,7 @@ static int run_rtn(rtn_job *j, json_t **metrics, perq_err *err)
     if (check_cancel(j, err) != 0)
         return -1;
     json_object_set_new(j->timings, "total", json_real(now_seconds() - t0));
-    if (write_report(j, err) != 0)
-        return -1;
-    json_t *spec = perq_jobspec_to_json(j->spec);
-    int rc = perq_manifest_write(j->paths->out_dir, &j->files, spec, j->timings, err);
-    json_decref(spec);
-    if (rc != 0)
+    if (close_artifacts(j, err) != 0)
         return -1;
     *metrics = metrics_of(j);
     return *metrics ? 0 : perq_fail(err, PERQ_E_NOMEM, "out of memory");

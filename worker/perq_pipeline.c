@@ -302,7 +302,8 @@ static int evaluate(perq_job *j, perq_err *err)
     return j->eval ? 0 : perq_fail(err, PERQ_E_NOMEM, "out of memory");
 }
 
-static int write_report(perq_job *j, perq_err *err)
+/* report.json, report.html, then manifest.json. */
+static int close_artifacts(perq_job *j, perq_err *err)
 {
     json_t *spec = perq_jobspec_to_json(j->spec);
     json_t *report = json_pack("{si ss so sO sO so}", "format_version", 1, "method", "perq", "spec", spec,
@@ -314,7 +315,7 @@ static int write_report(perq_job *j, perq_err *err)
         json_object_set(report, "eval", j->eval);
     if (j->gguf_summary)
         json_object_set(report, "gguf", j->gguf_summary);
-    int rc = perq_report_files_write(j->paths->out_dir, report, j->timings, &j->files, err);
+    int rc = perq_job_close_artifacts(j->paths->out_dir, j->spec, report, j->timings, &j->files, err);
     json_decref(report);
     return rc;
 }
@@ -348,12 +349,7 @@ static int run(perq_job *j, json_t **metrics, perq_err *err)
     if (j->ct_scratch && perq_job_remove_scratch(j->paths, err) != 0)
         return -1;
     json_object_set_new(j->timings, "total", json_real(now_seconds() - t0));
-    if (write_report(j, err) != 0)
-        return -1;
-    json_t *spec = perq_jobspec_to_json(j->spec);
-    int rc = perq_manifest_write(j->paths->out_dir, &j->files, spec, j->timings, err);
-    json_decref(spec);
-    if (rc != 0)
+    if (close_artifacts(j, err) != 0)
         return -1;
     *metrics = json_pack("{sO so}", "seconds", j->timings, "compute", perq_pipeline_costs_json(&j->pipe.costs));
     if (*metrics && j->eval) {
