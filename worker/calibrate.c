@@ -340,6 +340,17 @@ static int gather_hessians(void *ctx, const perq_linear_site *site, perq_err *er
     return 0;
 }
 
+/* Rows x [rows][intermediate] of the down_proj input as this layer's folded
+ * weights will see them: permuted by perm (NULL: none), then R3. */
+static int transform_down_rows(const run *r, const int *perm, float *x, size_t rows, perq_err *err)
+{
+    int d = r->down.d;
+    int rc = perm ? perq_permute_columns(x, rows, d, perm, err) : 0;
+    if (rc == 0 && r->p->has_r3)
+        rc = perq_fold_rotate_down_input(&r->p->r3, x, rows, d, err);
+    return rc;
+}
+
 /* max |x| and the mean per-token INT4 error of the sample after P (NULL:
  * none) and R3. */
 static int rotated_figures(run *r, const int *perm, double *max_abs, double *act_err, perq_err *err)
@@ -350,9 +361,7 @@ static int rotated_figures(run *r, const int *perm, double *max_abs, double *act
     if (!x)
         return perq_fail(err, PERQ_E_NOMEM, "out of memory");
     memcpy(x, r->sample, n * sizeof *x);
-    int rc = perm ? perq_permute_columns(x, (size_t)r->sample_rows, d, perm, err) : 0;
-    if (rc == 0 && r->p->has_r3)
-        rc = perq_fold_rotate_down_input(&r->p->r3, x, (size_t)r->sample_rows, d, err);
+    int rc = transform_down_rows(r, perm, x, (size_t)r->sample_rows, err);
     double mx = 0;
     for (size_t i = 0; rc == 0 && i < n; i++)
         mx = fmax(mx, fabs((double)x[i]));
