@@ -253,7 +253,54 @@ int perq_rotation_init(perq_rotation *r, int n, uint64_t seed, perq_err *err)
 void perq_rotation_free(perq_rotation *r)
 {
     free(r->factor);
+    free(r->signs);
     memset(r, 0, sizeof *r);
+}
+
+void perq_random_signs(float *signs, int n, uint64_t seed)
+{
+    uint64_t state = seed, bits = 0;
+    for (int i = 0; i < n; i++) {
+        if (i % 64 == 0) {
+            /* splitmix64 */
+            uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+            bits = z ^ (z >> 31);
+        }
+        signs[i] = (bits >> (i % 64)) & 1 ? -1.0f : 1.0f;
+    }
+}
+
+int perq_rotation_randomize(perq_rotation *r, uint64_t seed, perq_err *err)
+{
+    float *s = malloc((size_t)r->n * sizeof *s);
+    if (!s)
+        return perq_fail(err, PERQ_E_NOMEM, "random signs of width %d", r->n);
+    perq_random_signs(s, r->n, seed);
+    free(r->signs);
+    r->signs = s;
+    r->signs_seed = seed;
+    r->symmetric = 0;
+    return 0;
+}
+
+/* x[count][n] <- x D: every n-wide row times the signs. */
+static void scale_by_signs(const perq_rotation *r, float *x, size_t count)
+{
+    size_t n = (size_t)r->n;
+    for (size_t i = 0; i < count; i++)
+        for (size_t j = 0; j < n; j++)
+            x[i * n + j] *= r->signs[j];
+}
+
+/* w[n][cols] <- D w: row j of the block times signs[j]. */
+static void scale_rows_by_signs(const perq_rotation *r, float *w, size_t cols)
+{
+    for (size_t j = 0; j < (size_t)r->n; j++)
+        if (r->signs[j] < 0)
+            for (size_t c = 0; c < cols; c++)
+                w[j * cols + c] = -w[j * cols + c];
 }
 
 /* ---- applying ------------------------------------------------------------ */
@@ -305,7 +352,14 @@ int perq_rotation_right(const perq_rotation *r, float *x, size_t rows, size_t wi
 {
     if (check_width(r, width, "rows", err) != 0)
         return -1;
-    return rotate_rows(r, x, rows * (width / (size_t)r->n), op, err);
+    size_t count = rows * (width / (size_t)r->n);
+    /* x (D R) = (x D) R; x (D R)^T = (x R^T) D */
+    if (r->signs && op == PERQ_ROT_N)
+        scale_by_signs(r, x, count);
+    int rc = rotate_rows(r, x, count, op, err);
+    if (rc == 0 && r->signs && op == PERQ_ROT_T)
+        scale_by_signs(r, x, count);
+    return rc;
 }
 
 /* op(R) w for one block w[n][cols], viewed as p slabs W_a of m rows:
@@ -356,8 +410,15 @@ int perq_rotation_left(const perq_rotation *r, float *w, size_t width, size_t co
     float *scratch = NULL;
     if (m > 1 && !(scratch = malloc(m * tile_cols * sizeof *scratch)))
         return perq_fail(err, PERQ_E_NOMEM, "rotation of width %d", r->n);
-    for (size_t block = 0; block < width / n; block++)
-        rotate_block_left(r, w + block * n * cols, cols, op, scratch, tile_cols);
+    /* (D R)^T w = R^T (D w); (D R) w = D (R w) */
+    for (size_t block = 0; block < width / n; block++) {
+        float *b = w + block * n * cols;
+        if (r->signs && op == PERQ_ROT_T)
+            scale_rows_by_signs(r, b, cols);
+        rotate_block_left(r, b, cols, op, scratch, tile_cols);
+        if (r->signs && op == PERQ_ROT_N)
+            scale_rows_by_signs(r, b, cols);
+    }
     free(scratch);
     return 0;
 }
@@ -375,4 +436,8 @@ void perq_rotation_matrix(const perq_rotation *r, float *out)
                     row[a2 * m + b2] = sa * (m == 1 ? 1.0f : r->factor[b * m + b2]);
             }
         }
+    if (r->signs)
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = 0; j < n; j++)
+                out[i * n + j] *= r->signs[i];
 }

@@ -30,6 +30,10 @@
  * must be a multiple of r->n, and they apply diag(R, ..., R): every consecutive
  * n-wide piece of a row (right) or every consecutive block of n rows (left) is
  * rotated on its own. width == n is the full rotation.
+ * Randomized. perq_rotation_randomize turns R into D R, D = diag(signs) of
+ * seeded random +-1 (a randomized Hadamard transform, as QuaRot and SpinQuant
+ * use): still orthogonal, and it spreads an outlier differently for each seed.
+ * Block-diagonal use repeats the same D R in every block.
  * A rotation is read-only once built: threads may apply one at the same time. */
 #ifndef PERQ_HADAMARD_H
 #define PERQ_HADAMARD_H
@@ -60,6 +64,8 @@ typedef struct perq_rotation {
     uint64_t seed;           /* the seed of a random factor, 0 otherwise */
     char how[224];           /* e.g. "sylvester(64) x paley1(q=43)" */
     float *factor;           /* F, m x m row-major; NULL when m == 1 */
+    float *signs;            /* D's diagonal (n entries of +-1) once randomized, else NULL */
+    uint64_t signs_seed;
 } perq_rotation;
 
 /* Plans and builds the rotation of width n (n >= 1). seed is used only when a
@@ -67,6 +73,11 @@ typedef struct perq_rotation {
  * (a fraction of a second at worst). r is zeroed on failure. */
 int perq_rotation_init(perq_rotation *r, int n, uint64_t seed, perq_err *err);
 void perq_rotation_free(perq_rotation *r);
+
+/* R <- D R with D = diag of n random signs from seed (perq_random_signs). */
+int perq_rotation_randomize(perq_rotation *r, uint64_t seed, perq_err *err);
+/* signs[0..n) <- +-1, each with probability 1/2, a function of seed alone. */
+void perq_random_signs(float *signs, int n, uint64_t seed);
 
 /* "sylvester", "hadamard", "random_orthogonal". */
 const char *perq_rotation_kind_name(perq_rotation_kind kind);

@@ -300,43 +300,96 @@ static void assert_close(const float *got, const double *want, size_t count, dou
             fail_msg("%s, width %d: element %zu is %.8g, expected %.8g", what, n, i, got[i], want[i]);
 }
 
+/* perq_rotation_right and _left, both ops, against the explicit matrix. */
+static void check_fast_equals_explicit(const perq_rotation *r)
+{
+    enum { ROWS = 5, COLS = 3 };
+    size_t n = (size_t)r->n;
+    perq_err err = {0};
+    float *R = malloc(n * n * sizeof *R);
+    perq_rotation_matrix(r, R);
+    double *want = malloc(n * (ROWS > COLS ? ROWS : COLS) * sizeof *want);
+    for (int op = 0; op < 2; op++) {
+        /* right: x op(R) */
+        float *x = random_matrix(ROWS, n);
+        reference_right(x, ROWS, R, n, op, want);
+        assert_int_equal(perq_rotation_right(r, x, ROWS, n, (perq_rot_op)op, &err), 0);
+        assert_close(x, want, ROWS * n, 1e-5, op ? "x R^T" : "x R", (int)n);
+        free(x);
+        /* left: op(R) w for w[n][COLS], through its columns: (op(R) w)^T = w^T op(R)^T. */
+        float *w = random_matrix(n, COLS);
+        float *wt = malloc(n * COLS * sizeof *wt);
+        for (size_t i = 0; i < n; i++)
+            for (size_t c = 0; c < COLS; c++)
+                wt[c * n + i] = w[i * COLS + c];
+        reference_right(wt, COLS, R, n, !op, want);
+        assert_int_equal(perq_rotation_left(r, w, n, COLS, (perq_rot_op)op, &err), 0);
+        for (size_t i = 0; i < n; i++)
+            for (size_t c = 0; c < COLS; c++)
+                wt[c * n + i] = w[i * COLS + c];
+        assert_close(wt, want, COLS * n, 1e-5, op ? "R^T w" : "R w", (int)n);
+        free(w), free(wt);
+    }
+    free(want), free(R);
+}
+
 static void test_fast_equals_explicit(void **state)
 {
     (void)state;
     const int ns[] = {1, 8, 12, 24, 40, 156, 172, 344, 352, 428, 1536};
-    enum { ROWS = 5, COLS = 3 };
     for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
-        size_t n = (size_t)ns[t];
         perq_rotation r;
         perq_err err = {0};
-        assert_int_equal(perq_rotation_init(&r, (int)n, 5, &err), 0);
-        float *R = malloc(n * n * sizeof *R);
-        perq_rotation_matrix(&r, R);
-        double *want = malloc(n * (ROWS > COLS ? ROWS : COLS) * sizeof *want);
-        for (int op = 0; op < 2; op++) {
-            /* right: x op(R) */
-            float *x = random_matrix(ROWS, n);
-            reference_right(x, ROWS, R, n, op, want);
-            assert_int_equal(perq_rotation_right(&r, x, ROWS, n, (perq_rot_op)op, &err), 0);
-            assert_close(x, want, ROWS * n, 1e-5, op ? "x R^T" : "x R", (int)n);
-            free(x);
-            /* left: op(R) w for w[n][COLS], through its columns: (op(R) w)^T = w^T op(R)^T. */
-            float *w = random_matrix(n, COLS);
-            float *wt = malloc(n * COLS * sizeof *wt);
-            for (size_t i = 0; i < n; i++)
-                for (size_t c = 0; c < COLS; c++)
-                    wt[c * n + i] = w[i * COLS + c];
-            reference_right(wt, COLS, R, n, !op, want);
-            assert_int_equal(perq_rotation_left(&r, w, n, COLS, (perq_rot_op)op, &err), 0);
-            for (size_t i = 0; i < n; i++)
-                for (size_t c = 0; c < COLS; c++)
-                    wt[c * n + i] = w[i * COLS + c];
-            assert_close(wt, want, COLS * n, 1e-5, op ? "R^T w" : "R w", (int)n);
-            free(w), free(wt);
-        }
-        free(want), free(R);
+        assert_int_equal(perq_rotation_init(&r, ns[t], 5, &err), 0);
+        check_fast_equals_explicit(&r);
+        /* and randomized: D R */
+        assert_int_equal(perq_rotation_randomize(&r, 77 + t, &err), 0);
+        check_fast_equals_explicit(&r);
         perq_rotation_free(&r);
     }
+}
+
+/* D R is orthogonal, its signs are a function of the seed, both signs occur,
+ * and block-diagonal use repeats D R in every block. */
+static void test_randomized(void **state)
+{
+    (void)state;
+    enum { N = 172 };
+    perq_rotation r;
+    perq_err err = {0};
+    assert_int_equal(perq_rotation_init(&r, N, 1, &err), 0);
+    assert_int_equal(perq_rotation_randomize(&r, 42, &err), 0);
+    static float R[N * N];
+    perq_rotation_matrix(&r, R);
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < N; j++) {
+            double dot = 0;
+            for (int k = 0; k < N; k++)
+                dot += (double)R[i * N + k] * R[j * N + k];
+            if (fabs(dot - (i == j)) > 1e-5)
+                fail_msg("(D R)(D R)^T [%d][%d] = %g", i, j, dot);
+        }
+    int negative = 0, differ = 0;
+    float again[N], other[N];
+    perq_random_signs(again, N, 42);
+    perq_random_signs(other, N, 43);
+    for (int i = 0; i < N; i++) {
+        assert_float_equal(again[i], r.signs[i], 0);
+        negative += r.signs[i] < 0;
+        differ += other[i] != r.signs[i];
+    }
+    assert_in_range(negative, N / 4, 3 * N / 4);
+    assert_in_range(differ, N / 4, 3 * N / 4);
+    /* two blocks: each block of the row is rotated by the same D R */
+    float x[2 * N], y[N];
+    for (int i = 0; i < 2 * N; i++)
+        x[i] = (float)((i * 37) % 11) - 5.0f;
+    memcpy(y, x + N, sizeof y);
+    assert_int_equal(perq_rotation_right(&r, x, 1, 2 * N, PERQ_ROT_N, &err), 0);
+    assert_int_equal(perq_rotation_right(&r, y, 1, N, PERQ_ROT_N, &err), 0);
+    for (int i = 0; i < N; i++)
+        assert_float_equal(x[N + i], y[i], 1e-6);
+    perq_rotation_free(&r);
 }
 
 /* The left form on wide matrices: column strips in parallel (1536 = 128 x 12)
@@ -590,6 +643,7 @@ int main(void)
         cmocka_unit_test(test_small_widths_orthogonal),
         cmocka_unit_test(test_large_widths_orthogonal),
         cmocka_unit_test(test_fast_equals_explicit),
+        cmocka_unit_test(test_randomized),
         cmocka_unit_test(test_left_wide),
         cmocka_unit_test(test_folding_orientation),
         cmocka_unit_test(test_block_rotations),
