@@ -5,7 +5,10 @@
  *   weights {bits 4, group_size null (per output channel),
  *            algorithm "gptq" for perq, "rtn" for rtn};
  *   activations {bits 4 for perq, 16 for rtn};
- *   rotation {mode "full", block_size null, permutation "massdiff"} for perq;
+ *   rotation {mode "full", block_size null, permutation "massdiff",
+ *             randomized false, online true, fold_norms true} for perq
+ *            (randomized and online only describe a rotation: not with none;
+ *            fold_norms defaults to false with mode none, must be true else);
  *            {mode "none", block_size null, permutation "identity"} for rtn;
  *   calibration: required for perq, forbidden for rtn;
  *                {samples 128, seq_len 2048, seed 42};
@@ -142,6 +145,18 @@ static int read_choice(const json_t *obj, const char *path, const char *key, con
     return 0;
 }
 
+static int read_bool(const json_t *obj, const char *path, const char *key, bool *out, perq_err *err)
+{
+    const json_t *v = json_object_get(obj, key);
+    if (!v)
+        return 0;
+    char p[160];
+    if (!json_is_boolean(v))
+        return perq_fail(err, PERQ_E_INVALID, "%s: must be true or false", field_path(p, sizeof p, path, key));
+    *out = json_is_true(v);
+    return 0;
+}
+
 /* A non-empty string without NUL bytes that fits in out[cap]. */
 static int read_string(const json_t *obj, const char *path, const char *key, int required, char *out,
                        size_t cap, perq_err *err)
@@ -232,10 +247,20 @@ static int check_rotation_combination(const json_t *r, const perq_jobspec *s, pe
             return perq_fail(err, PERQ_E_INVALID, "rotation: method rtn does not rotate");
         if (s->rotation.permutation != PERQ_PERM_IDENTITY)
             return perq_fail(err, PERQ_E_INVALID, "rotation.permutation: method rtn does not permute");
+        if (json_object_get(r, "randomized") || json_object_get(r, "online") || json_object_get(r, "fold_norms"))
+            return perq_fail(err, PERQ_E_INVALID, "rotation: method rtn does not rotate");
         return 0;
     }
     if (s->rotation.mode == PERQ_ROT_NONE && has_block_size)
         return perq_fail(err, PERQ_E_INVALID, "rotation.block_size: mode none has no blocks");
+    if (s->rotation.mode == PERQ_ROT_NONE && (json_object_get(r, "randomized") || json_object_get(r, "online")))
+        return perq_fail(err, PERQ_E_INVALID, "rotation: mode none has no rotation to randomize or put online");
+    if (s->rotation.mode != PERQ_ROT_NONE && !s->rotation.fold_norms)
+        return perq_fail(err, PERQ_E_INVALID,
+                         "rotation.fold_norms: a rotation needs the norms folded (false only with mode none)");
+    if (s->rotation.mode == PERQ_ROT_FULL && !s->rotation.online && has_block_size)
+        return perq_fail(err, PERQ_E_INVALID,
+                         "rotation.block_size: with online false, mode full has no block rotation to size");
     if (s->rotation.mode == PERQ_ROT_BLOCK && !has_block_size)
         return perq_fail(err, PERQ_E_INVALID, "rotation.block_size: mode block needs a block size");
     return 0;
@@ -243,7 +268,7 @@ static int check_rotation_combination(const json_t *r, const perq_jobspec *s, pe
 
 static int parse_rotation(const json_t *root, perq_jobspec *s, perq_err *err)
 {
-    static const char *const fields[] = {"mode", "block_size", "permutation"};
+    static const char *const fields[] = {"mode", "block_size", "permutation", "randomized", "online", "fold_norms"};
     const json_t *r;
     if (read_object(root, "rotation", 0, &r, err) != 0)
         return -1;
@@ -251,9 +276,14 @@ static int parse_rotation(const json_t *root, perq_jobspec *s, perq_err *err)
     s->rotation.mode = rtn ? PERQ_ROT_NONE : PERQ_ROT_FULL;
     s->rotation.block_size = 0;
     s->rotation.permutation = rtn ? PERQ_PERM_IDENTITY : PERQ_PERM_MASSDIFF;
+    s->rotation.randomized = false;
+    s->rotation.online = !rtn;
+    s->rotation.fold_norms = !rtn;
     if (!r)
         return 0;
-    if (reject_unknown(r, "rotation", fields, COUNT(fields), err) != 0)
+    if (reject_unknown(r, "rotation", fields, COUNT(fields), err) != 0 ||
+        read_bool(r, "rotation", "randomized", &s->rotation.randomized, err) != 0 ||
+        read_bool(r, "rotation", "online", &s->rotation.online, err) != 0)
         return -1;
     int mode = (int)s->rotation.mode, perm = (int)s->rotation.permutation;
     if (read_choice(r, "rotation", "mode", rotation_names, COUNT(rotation_names), &mode, err) != 0 ||
@@ -261,6 +291,9 @@ static int parse_rotation(const json_t *root, perq_jobspec *s, perq_err *err)
         return -1;
     s->rotation.mode = (perq_rotation_mode)mode;
     s->rotation.permutation = (perq_permutation)perm;
+    s->rotation.fold_norms = s->rotation.mode != PERQ_ROT_NONE;
+    if (read_bool(r, "rotation", "fold_norms", &s->rotation.fold_norms, err) != 0)
+        return -1;
     const json_t *bs = json_object_get(r, "block_size");
     if (bs && !json_is_null(bs)) {
         json_int_t v = json_is_integer(bs) ? json_integer_value(bs) : 0;
@@ -404,9 +437,16 @@ json_t *perq_jobspec_to_json(const perq_jobspec *s)
                                                 int_or_null(s->weights.group_size), "algorithm",
                                                 perq_walgo_name(s->weights.algorithm)));
     json_object_set_new(o, "activations", json_pack("{si}", "bits", s->activations.bits));
-    json_object_set_new(o, "rotation", json_pack("{ss so ss}", "mode", perq_rotation_mode_name(s->rotation.mode),
-                                                 "block_size", int_or_null(s->rotation.block_size),
-                                                 "permutation", perq_permutation_name(s->rotation.permutation)));
+    json_t *rot = json_pack("{ss so ss}", "mode", perq_rotation_mode_name(s->rotation.mode), "block_size",
+                            int_or_null(s->rotation.block_size), "permutation",
+                            perq_permutation_name(s->rotation.permutation));
+    if (s->rotation.mode != PERQ_ROT_NONE) {
+        json_object_set_new(rot, "randomized", json_boolean(s->rotation.randomized));
+        json_object_set_new(rot, "online", json_boolean(s->rotation.online));
+    }
+    if (s->method == PERQ_METHOD_PERQ)
+        json_object_set_new(rot, "fold_norms", json_boolean(s->rotation.fold_norms));
+    json_object_set_new(o, "rotation", rot);
     json_object_set_new(o, "calibration",
                         s->calibration.present
                             ? json_pack("{ss si si sI}", "dataset", s->calibration.dataset, "samples",

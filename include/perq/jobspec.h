@@ -30,6 +30,9 @@ typedef struct perq_jobspec {
         perq_rotation_mode mode;
         int block_size;       /* 0 = full width */
         perq_permutation permutation;
+        bool randomized;      /* random sign flips (seeded by calibration.seed) before every Hadamard */
+        bool online;          /* R3 (and P3) at the down_proj input; false: R1 and R2 only */
+        bool fold_norms;      /* RMSNorm weights folded into the next linears (always when rotating) */
     } rotation;
     struct {
         bool present;

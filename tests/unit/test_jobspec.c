@@ -109,7 +109,8 @@ static void test_perq_defaults(void **state)
                       "{\"model\": \"m\", \"method\": \"perq\","
                       " \"weights\": {\"bits\": 4, \"group_size\": null, \"algorithm\": \"gptq\"},"
                       " \"activations\": {\"bits\": 4},"
-                      " \"rotation\": {\"mode\": \"full\", \"block_size\": null, \"permutation\": \"massdiff\"},"
+                      " \"rotation\": {\"mode\": \"full\", \"block_size\": null, \"permutation\": \"massdiff\","
+                      " \"randomized\": false, \"online\": true, \"fold_norms\": true},"
                       " \"calibration\": {\"dataset\": \"wiki\", \"samples\": 128, \"seq_len\": 2048, \"seed\": 42},"
                       " \"outputs\": [\"compressed-tensors\"], \"eval\": null}");
 }
@@ -149,6 +150,32 @@ static void test_full_spec(void **state)
     assert_int_equal(s.outputs, PERQ_OUT_COMPRESSED_TENSORS);
     assert_int_equal(s.eval.ctx, 512);
     assert_int_equal(s.eval.chunks, 64);
+    assert_round_trip(&s);
+}
+
+static void test_randomized_and_offline_rotations(void **state)
+{
+    (void)state;
+    const char *text = "{\"model\": \"m\", \"calibration\": {\"dataset\": \"d\"},"
+                       " \"rotation\": {\"randomized\": true, \"online\": false}}";
+    perq_jobspec s;
+    perq_err err = {0};
+    assert_int_equal(parse_text(text, true, &s, &err), 0);
+    assert_true(s.rotation.randomized);
+    assert_false(s.rotation.online);
+    assert_round_trip(&s);
+    assert_int_equal(parse_text("{\"model\": \"m\", \"calibration\": {\"dataset\": \"d\"}}", true, &s, &err), 0);
+    assert_false(s.rotation.randomized);
+    assert_true(s.rotation.online);
+    assert_true(s.rotation.fold_norms);
+    /* mode none keeps the norms unless told */
+    assert_int_equal(parse_text("{\"model\": \"m\", \"calibration\": {\"dataset\": \"d\"},"
+                                " \"rotation\": {\"mode\": \"none\"}}", true, &s, &err), 0);
+    assert_false(s.rotation.fold_norms);
+    assert_round_trip(&s);
+    assert_int_equal(parse_text("{\"model\": \"m\", \"calibration\": {\"dataset\": \"d\"},"
+                                " \"rotation\": {\"mode\": \"none\", \"fold_norms\": true}}", true, &s, &err), 0);
+    assert_true(s.rotation.fold_norms);
     assert_round_trip(&s);
 }
 
@@ -236,6 +263,20 @@ static const struct {
      "rotation.block_size: mode none has no blocks"},
     {"{\"model\": \"m\", \"calibration\": {\"dataset\": \"d\"}, \"rotation\": {\"mode\": \"block\"}}",
      "rotation.block_size: mode block needs a block size"},
+    {"{\"model\": \"m\", \"calibration\": {\"dataset\": \"d\"}, \"rotation\": {\"randomized\": 1}}",
+     "rotation.randomized: must be true or false"},
+    {"{\"model\": \"m\", \"calibration\": {\"dataset\": \"d\"}, \"rotation\": {\"online\": \"yes\"}}",
+     "rotation.online: must be true or false"},
+    {"{\"model\": \"m\", \"calibration\": {\"dataset\": \"d\"}, \"rotation\": {\"mode\": \"none\", \"randomized\": false}}",
+     "rotation: mode none has no rotation to randomize or put online"},
+    {"{\"model\": \"m\", \"calibration\": {\"dataset\": \"d\"}, \"rotation\": {\"online\": false, \"block_size\": 16}}",
+     "rotation.block_size: with online false, mode full has no block rotation to size"},
+    {"{\"model\": \"m\", \"method\": \"rtn\", \"rotation\": {\"randomized\": true}}",
+     "rotation: method rtn does not rotate"},
+    {"{\"model\": \"m\", \"method\": \"rtn\", \"rotation\": {\"fold_norms\": true}}",
+     "rotation: method rtn does not rotate"},
+    {"{\"model\": \"m\", \"calibration\": {\"dataset\": \"d\"}, \"rotation\": {\"fold_norms\": false}}",
+     "rotation.fold_norms: a rotation needs the norms folded (false only with mode none)"},
     {"{\"model\": \"m\"}", "calibration: required for method perq"},
     {"{\"model\": \"m\", \"calibration\": null}", "calibration: required for method perq"},
     {"{\"model\": \"m\", \"method\": \"rtn\", \"calibration\": {\"dataset\": \"d\"}}",
@@ -324,6 +365,7 @@ int main(void)
         cmocka_unit_test(test_perq_defaults),
         cmocka_unit_test(test_eval_defaults_and_no_model),
         cmocka_unit_test(test_full_spec),
+        cmocka_unit_test(test_randomized_and_offline_rotations),
         cmocka_unit_test(test_accepted_variants),
         cmocka_unit_test(test_rejections),
         cmocka_unit_test(test_long_strings),
