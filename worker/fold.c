@@ -145,6 +145,21 @@ int perq_fold_p3(perq_model *m, int layer, const int *perm, perq_err *err)
     return 0;
 }
 
+void perq_fold_down_input_signs(perq_model *m, int layer, const float *signs)
+{
+    const perq_llama_config *c = &m->cfg;
+    perq_layer_weights *w = &m->layers[layer];
+    size_t hidden = (size_t)c->hidden_size, inter = (size_t)c->intermediate_size;
+    for (size_t i = 0; i < inter; i++) {
+        if (signs[i] > 0)
+            continue;
+        for (size_t k = 0; k < hidden; k++)
+            w->up[i * hidden + k] = -w->up[i * hidden + k];
+        for (size_t o = 0; o < hidden; o++)
+            w->down[o * inter + i] = -w->down[o * inter + i];
+    }
+}
+
 int perq_fold_r3(perq_model *m, int layer, const perq_rotation *r3, perq_err *err)
 {
     const perq_llama_config *c = &m->cfg;

@@ -53,6 +53,12 @@ int perq_fold_residual_rows(const perq_model *m, float *x, size_t rows, const in
 int perq_fold_r2(perq_model *m, int layer, const perq_rotation *r2, perq_err *err);
 /* P3 on gate/up output rows and down_proj input columns. */
 int perq_fold_p3(perq_model *m, int layer, const int *perm, perq_err *err);
+/* D3 = diag(signs) (+-1, intermediate_size of them) at the down_proj input:
+ * up_proj's output rows and down_proj's input columns flipped alike (the
+ * gating product is linear in up's output). With it, an online R3 that stays
+ * a plain Hadamard transform acts as the randomized D3 R3. The layer must be
+ * loaded. */
+void perq_fold_down_input_signs(perq_model *m, int layer, const float *signs);
 /* W_down <- W_down R3 (r3->n divides intermediate_size). */
 int perq_fold_r3(perq_model *m, int layer, const perq_rotation *r3, perq_err *err);
 /* The online half of R3: x [rows][intermediate] <- x R3. */

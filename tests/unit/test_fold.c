@@ -81,10 +81,10 @@ static void rotation(perq_rotation *r, int n)
         fail_msg("rotation %d: %s", n, err.msg);
 }
 
-/* Folds P1, R1, R2, P3, R3 (any may be NULL) after the norms and returns the
- * largest logit change. */
+/* Folds P1, R1, R2, P3, D3, R3 (any may be NULL or 0) after the norms and
+ * returns the largest logit change. */
 static double change_after(const int *p1, const perq_rotation *r1, const perq_rotation *r2, uint64_t p3_seed,
-                           const perq_rotation *r3)
+                           uint64_t d3_seed, const perq_rotation *r3)
 {
     if (!getenv("PERQ_SHARED"))
         skip();
@@ -99,6 +99,7 @@ static double change_after(const int *p1, const perq_rotation *r1, const perq_ro
     }
     int inter = m->cfg.intermediate_size;
     int *p3 = malloc((size_t)inter * sizeof *p3);
+    float *d3 = malloc((size_t)inter * sizeof *d3);
     for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
         if (p1 || r1)
             assert_int_equal(perq_fold_residual_layer(m, l, p1, r1, &err), 0);
@@ -108,12 +109,25 @@ static double change_after(const int *p1, const perq_rotation *r1, const perq_ro
             perq_permute_random(p3, inter, p3_seed + (uint64_t)l);
             assert_int_equal(perq_fold_p3(m, l, p3, &err), 0);
         }
+        if (d3_seed) {
+            perq_random_signs(d3, inter, d3_seed + (uint64_t)l);
+            int flip = 0;
+            while (flip < inter && d3[flip] > 0)
+                flip++;
+            assert_true(flip < inter);
+            perq_layer_weights *w = &m->layers[l];
+            float up = w->up[(size_t)flip * m->cfg.hidden_size], down = w->down[flip];
+            perq_fold_down_input_signs(m, l, d3);
+            assert_float_equal(w->up[(size_t)flip * m->cfg.hidden_size], -up, 0);
+            assert_float_equal(w->down[flip], -down, 0);
+        }
         if (r3)
             assert_int_equal(perq_fold_r3(m, l, r3, &err), 0);
     }
     float *after = logits_of(m, r3);
     double d = max_diff(before, after, n);
     free(p3);
+    free(d3);
     free(before);
     free(after);
     perq_model_close(m);
@@ -123,7 +137,7 @@ static double change_after(const int *p1, const perq_rotation *r1, const perq_ro
 static void test_norms(void **state)
 {
     (void)state;
-    double d = change_after(NULL, NULL, NULL, 0, NULL);
+    double d = change_after(NULL, NULL, NULL, 0, 0, NULL);
     printf("# norms folded: max |dlogit| = %.3g\n", d);
     assert_true(d < 1e-4);
 }
@@ -133,7 +147,7 @@ static void test_permutations(void **state)
     (void)state;
     int p1[64];
     perq_permute_random(p1, 64, 99);
-    double d = change_after(p1, NULL, NULL, 5, NULL);
+    double d = change_after(p1, NULL, NULL, 5, 0, NULL);
     printf("# P1 + P3 random: max |dlogit| = %.3g\n", d);
     assert_true(d < 1e-4);
 }
@@ -145,8 +159,29 @@ static void test_full_rotations(void **state)
     rotation(&r1, 64);
     rotation(&r2, 8);
     rotation(&r3, 172);
-    double d = change_after(NULL, &r1, &r2, 0, &r3);
+    double d = change_after(NULL, &r1, &r2, 0, 0, &r3);
     printf("# R1 + R2 + R3 full (%s): max |dlogit| = %.3g\n", r3.how, d);
+    assert_true(d < 1e-4);
+    perq_rotation_free(&r1);
+    perq_rotation_free(&r2);
+    perq_rotation_free(&r3);
+}
+
+/* Randomized: R1 = D1 H, R2 = D2 H folded; D3 folded into up/down after a
+ * random P3, with a plain online R3 (what a W4A4 job with randomized true
+ * builds). */
+static void test_randomized_rotations(void **state)
+{
+    (void)state;
+    perq_rotation r1, r2, r3;
+    perq_err err = {0};
+    rotation(&r1, 64);
+    rotation(&r2, 8);
+    rotation(&r3, 172);
+    assert_int_equal(perq_rotation_randomize(&r1, 21, &err), 0);
+    assert_int_equal(perq_rotation_randomize(&r2, 22, &err), 0);
+    double d = change_after(NULL, &r1, &r2, 9, 23, &r3);
+    printf("# randomized R1 + R2, P3 + D3 + R3: max |dlogit| = %.3g\n", d);
     assert_true(d < 1e-4);
     perq_rotation_free(&r1);
     perq_rotation_free(&r2);
@@ -163,7 +198,7 @@ static void test_block_rotations(void **state)
     for (int b = 2; b <= 4; b *= 2) {
         perq_rotation rb;
         rotation(&rb, b);
-        double d = change_after(p1, &rb, &rb, 11, &rb);
+        double d = change_after(p1, &rb, &rb, 11, 0, &rb);
         printf("# block %d, P1 + P3 random: max |dlogit| = %.3g\n", b, d);
         assert_true(d < 1e-4);
         perq_rotation_free(&rb);
@@ -195,6 +230,7 @@ int main(void)
         cmocka_unit_test(test_permutations),
         cmocka_unit_test(test_full_rotations),
         cmocka_unit_test(test_block_rotations),
+        cmocka_unit_test(test_randomized_rotations),
         cmocka_unit_test(test_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
