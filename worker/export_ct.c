@@ -15,8 +15,10 @@ static const char *const side_files[] = {
 };
 
 typedef struct ct_tensor {
-    perq_tensor t;      /* name owned; data borrowed, or `owned` */
+    perq_tensor t;      /* name owned; data borrowed, or `owned`, or NULL when made by rows */
     void *owned;        /* data, when the export made it */
+    perq_row_source rows;   /* the rows, made while written (t.shape [rows][cols]) */
+    void *rows_ctx;
     size_t shard;
 } ct_tensor;
 
@@ -107,6 +109,22 @@ int perq_ct_add_f32(perq_ct_export *x, const char *name, perq_dtype dtype, int n
         return perq_fail(err, PERQ_E_NOMEM, "out of memory for %s", name);
     perq_from_f32(dtype, values, data, n);
     return push(x, name, dtype, ndim, shape, data, nbytes, data, err);
+}
+
+int perq_ct_add_rows(perq_ct_export *x, const char *name, perq_dtype dtype, int64_t rows, int64_t cols,
+                     perq_row_source src, void *ctx, perq_err *err)
+{
+    if (!perq_dtype_is_float(dtype) || dtype == PERQ_DT_F64)
+        return perq_fail(err, PERQ_E_UNSUPPORTED, "%s: dtype %s", name, perq_dtype_name(dtype));
+    if (rows < 0 || cols < 0)
+        return perq_fail(err, PERQ_E_INVALID, "%s: shape [%lld, %lld]", name, (long long)rows, (long long)cols);
+    const int64_t shape[2] = {rows, cols};
+    size_t nbytes = (size_t)rows * (size_t)cols * perq_dtype_size(dtype);
+    if (push(x, name, dtype, 2, shape, NULL, nbytes, NULL, err) != 0)
+        return -1;
+    x->tensors[x->n - 1].rows = src;
+    x->tensors[x->n - 1].rows_ctx = ctx;
+    return 0;
 }
 
 static int add_owned(perq_ct_export *x, const char *prefix, const char *part, perq_dtype dtype, int ndim,
@@ -230,6 +248,31 @@ static void shard_name(char *buf, size_t cap, size_t shard, size_t n_shards)
         snprintf(buf, cap, "model-%05zu-of-%05zu.safetensors", shard + 1, n_shards);
 }
 
+/* A tensor made by rows, block by block into the stream. */
+static int stream_rows(perq_st_writer *w, const ct_tensor *c, perq_err *err)
+{
+    const perq_tensor *t = &c->t;
+    int64_t rows = t->shape[0], cols = t->shape[1], block = perq_export_block_rows(cols);
+    size_t dsize = perq_dtype_size(t->dtype);
+    float *f = malloc((size_t)(block * cols) * sizeof *f + 1);
+    void *bytes = malloc((size_t)(block * cols) * dsize + 1);
+    int rc = f && bytes ? 0 : perq_fail(err, PERQ_E_NOMEM, "out of memory for %s", t->name);
+    for (int64_t r0 = 0; rc == 0 && r0 < rows; r0 += block) {
+        int64_t n = rows - r0 < block ? rows - r0 : block;
+        if (c->rows(c->rows_ctx, r0, n, f, err) != 0) {
+            rc = perq_err_context(err, "%s rows %lld..%lld", t->name, (long long)r0, (long long)(r0 + n - 1));
+            break;
+        }
+        perq_from_f32(t->dtype, f, bytes, (size_t)(n * cols));
+        rc = perq_st_stream_write(w, bytes, (size_t)(n * cols) * dsize, err);
+    }
+    free(f);
+    free(bytes);
+    return rc;
+}
+
+/* Streamed, so that tensors made by rows go straight into the file; the bytes
+ * are those perq_st_write would write. A failed shard leaves no file. */
 static int write_shard(const perq_ct_export *x, size_t shard, const char *path, perq_err *err)
 {
     perq_st_writer *w = perq_st_writer_new();
@@ -239,11 +282,18 @@ static int write_shard(const perq_ct_export *x, size_t shard, const char *path, 
     for (size_t i = 0; rc == 0 && i < x->n; i++) {
         const perq_tensor *t = &x->tensors[i].t;
         if (x->tensors[i].shard == shard)
-            rc = perq_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data, err);
+            rc = perq_st_writer_declare(w, t->name, t->dtype, t->ndim, t->shape, err);
     }
     if (rc == 0)
-        rc = perq_st_write(w, path, err);
-    perq_st_writer_free(w);
+        rc = perq_st_stream_begin(w, path, err);
+    for (size_t i = 0; rc == 0 && i < x->n; i++) {
+        const ct_tensor *c = &x->tensors[i];
+        if (c->shard == shard)
+            rc = c->rows ? stream_rows(w, c, err) : perq_st_stream_write(w, c->t.data, c->t.nbytes, err);
+    }
+    if (rc == 0)
+        rc = perq_st_stream_finish(w, err);
+    perq_st_writer_free(w); /* removes the temporary file of a stream not finished */
     return rc;
 }
 

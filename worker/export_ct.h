@@ -18,6 +18,7 @@
 
 #include <stdint.h>
 
+#include "export_rows.h"
 #include "manifest.h"
 #include "perq/error.h"
 #include "perq/int4.h"
@@ -51,6 +52,12 @@ int perq_ct_add_tensor(perq_ct_export *x, const perq_tensor *t, perq_err *err);
  * converted to dtype and kept by the export. */
 int perq_ct_add_f32(perq_ct_export *x, const char *name, perq_dtype dtype, int ndim, const int64_t *shape,
                     const float *values, perq_err *err);
+/* A [rows][cols] tensor made while perq_ct_write writes it (export_rows.h):
+ * blocks of rows from src, converted to dtype as they go into the file, the
+ * same bytes perq_ct_add_f32 would write for those values. ctx is borrowed
+ * until perq_ct_write returns. */
+int perq_ct_add_rows(perq_ct_export *x, const char *name, perq_dtype dtype, int64_t rows, int64_t cols,
+                     perq_row_source src, void *ctx, perq_err *err);
 /* A quantized linear: packs m->q and converts m->scales to scale_dtype (they
  * must be representable there: perq_int4_rtn_as). m can be freed afterwards;
  * the export keeps only the packed words and the scales. */

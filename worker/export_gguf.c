@@ -98,6 +98,8 @@ typedef struct gguf_tensor {
     int ndim;
     uint64_t ne[2];           /* ne[0]: the contiguous dimension (columns) */
     const perq_tensor *src;   /* borrowed, converted while written; or */
+    perq_row_source rows;     /* rows made while written (rows_ctx borrowed); or */
+    void *rows_ctx;
     uint8_t *data;            /* owned bytes already in type */
     size_t nbytes;
     uint64_t offset;          /* from the start of the data section */
@@ -460,6 +462,21 @@ int perq_gguf_add_f32(perq_gguf_export *x, const char *hf_name, int ndim, const 
     return 0;
 }
 
+int perq_gguf_add_rows(perq_gguf_export *x, const char *hf_name, int64_t rows, int64_t cols, perq_row_source src,
+                       void *ctx, perq_err *err)
+{
+    gguf_tensor t;
+    tensor_kind kind;
+    const int64_t shape[2] = {rows, cols};
+    if (float_tensor(x, hf_name, 2, shape, &t, &kind, err) != 0)
+        return -1;
+    if (kind == KIND_SKIP)
+        return 0;
+    t.rows = src;
+    t.rows_ctx = ctx;
+    return push_tensor(x, &t, err);
+}
+
 int perq_gguf_add_linear(perq_gguf_export *x, const char *prefix, const perq_int4_matrix *m, perq_err *err)
 {
     char hf[256];
@@ -696,6 +713,29 @@ static int write_converted(gguf_out *o, const gguf_tensor *t, perq_err *err)
     return rc;
 }
 
+/* A tensor made by rows, block by block in its GGUF type. */
+static int write_rows(gguf_out *o, const gguf_tensor *t, perq_err *err)
+{
+    int cols = (int)t->ne[0];
+    int64_t rows = (int64_t)t->ne[1], block = perq_export_block_rows(cols);
+    size_t row_bytes = type_bytes(t->type, t->ne[0]);
+    float *f = malloc((size_t)block * (size_t)cols * sizeof *f);
+    uint8_t *enc = malloc((size_t)block * row_bytes);
+    int rc = f && enc ? 0 : perq_fail(err, PERQ_E_NOMEM, "out of memory for %s", t->name);
+    for (int64_t r0 = 0; rc == 0 && r0 < rows; r0 += block) {
+        int64_t n = rows - r0 < block ? rows - r0 : block;
+        if (t->rows(t->rows_ctx, r0, n, f, err) != 0) {
+            rc = perq_err_context(err, "%s rows %lld..%lld", t->name, (long long)r0, (long long)(r0 + n - 1));
+            break;
+        }
+        encode_rows(t->type, f, (size_t)n, cols, enc);
+        rc = out_put(o, enc, (size_t)n * row_bytes, err);
+    }
+    free(f);
+    free(enc);
+    return rc;
+}
+
 static int write_file(perq_gguf_export *x, const gguf_kv *head, const char *path, const perq_reporter *rep,
                       perq_err *err)
 {
@@ -711,7 +751,9 @@ static int write_file(perq_gguf_export *x, const gguf_kv *head, const char *path
     perq_report_progress(rep, 0, (long long)x->n);
     for (size_t i = 0; rc == 0 && i < x->n; i++) {
         const gguf_tensor *t = &x->tensors[i];
-        rc = t->src ? write_converted(&o, t, err) : out_put(&o, t->data, t->nbytes, err);
+        rc = t->src    ? write_converted(&o, t, err)
+             : t->rows ? write_rows(&o, t, err)
+                       : out_put(&o, t->data, t->nbytes, err);
         if (rc == 0)
             rc = out_put(&o, zeros, align_up(t->nbytes) - t->nbytes, err);
         if (rc == 0 && perq_report_cancelled(rep))

@@ -54,6 +54,7 @@
 
 #include <jansson.h>
 
+#include "export_rows.h"
 #include "manifest.h"
 #include "perq/error.h"
 #include "perq/int4.h"
@@ -117,6 +118,13 @@ int perq_gguf_add_tensor(perq_gguf_export *x, const perq_tensor *t, perq_err *er
  * converted now, w can be freed afterwards. shape as in the checkpoint. */
 int perq_gguf_add_f32(perq_gguf_export *x, const char *hf_name, int ndim, const int64_t *shape, const float *w,
                       perq_err *err);
+/* A [rows][cols] float tensor (embedding, untied head) made while the file
+ * is written (export_rows.h): blocks of rows from src, converted to the
+ * tensor's GGUF type as they go into the file, the same bytes
+ * perq_gguf_add_f32 would write for those values. ctx is borrowed until the
+ * write returns. A tied model's lm_head.weight is skipped (src never called). */
+int perq_gguf_add_rows(perq_gguf_export *x, const char *hf_name, int64_t rows, int64_t cols, perq_row_source src,
+                       void *ctx, perq_err *err);
 /* A quantized linear, by its prefix ("model.layers.3.self_attn.q_proj"):
  * transcoded now (Q4_0, or F16 when the width is not a multiple of 32); m can
  * be freed afterwards. */
