@@ -51,9 +51,14 @@ int perq_fold_head_norm(perq_model *m, perq_err *err)
 {
     if (!m->head)
         return perq_fail(err, PERQ_E_INVALID, "fold: lm_head is not loaded");
-    scale_columns(m->head, m->cfg.vocab_size, m->cfg.hidden_size, m->final_norm);
+    perq_fold_head_norm_rows(m, m->head, (size_t)m->cfg.vocab_size);
     set_ones(m->final_norm, m->cfg.hidden_size);
     return 0;
+}
+
+void perq_fold_head_norm_rows(const perq_model *m, float *x, size_t rows)
+{
+    scale_columns(x, (int)rows, m->cfg.hidden_size, m->final_norm);
 }
 
 /* W [rows][hidden] <- W P1 R1: the layers that read the residual stream. */

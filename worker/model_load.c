@@ -134,6 +134,8 @@ static int check_tensors(perq_model *m, perq_err *err)
         return -1;
     if (!c->tie_word_embeddings && check_linear(m, "lm_head", c->vocab_size, c->hidden_size, err) != 0)
         return -1;
+    if (!c->tie_word_embeddings && !perq_linear_is_packed(&m->ckpt, "lm_head"))
+        m->head_src = perq_ckpt_find(&m->ckpt, "lm_head.weight");
     for (int l = 0; l < c->num_hidden_layers; l++)
         if (check_layer(m, l, err) != 0)
             return -1;
@@ -320,6 +322,18 @@ int perq_model_load_all(perq_model *m, perq_err *err)
     return perq_model_load_head(m, err);
 }
 
+/* Row r of a [rows][hidden] matrix: from fp32 values when loaded, else
+ * widened from the mapped tensor. */
+static void matrix_row(const float *loaded, const perq_tensor *src, int64_t r, int hidden, float *out)
+{
+    if (loaded) {
+        memcpy(out, loaded + (size_t)r * hidden, (size_t)hidden * sizeof *out);
+    } else {
+        size_t size = perq_dtype_size(src->dtype);
+        perq_to_f32(src->dtype, (const char *)src->data + (size_t)r * hidden * size, out, (size_t)hidden);
+    }
+}
+
 int perq_model_embed(const perq_model *m, const int32_t *ids, size_t n, float *out, perq_err *err)
 {
     int hidden = m->cfg.hidden_size;
@@ -327,15 +341,24 @@ int perq_model_embed(const perq_model *m, const int32_t *ids, size_t n, float *o
         if (ids[i] < 0 || ids[i] >= m->cfg.vocab_size)
             return perq_fail(err, PERQ_E_INVALID, "token id %d at position %zu is outside the vocabulary (%d)",
                              (int)ids[i], i, m->cfg.vocab_size);
-        float *row = out + i * hidden;
-        if (m->embed) {
-            memcpy(row, m->embed + (size_t)ids[i] * hidden, (size_t)hidden * sizeof *row);
-        } else {
-            size_t size = perq_dtype_size(m->embed_src->dtype);
-            perq_to_f32(m->embed_src->dtype, (const char *)m->embed_src->data + (size_t)ids[i] * hidden * size,
-                        row, (size_t)hidden);
-        }
+        matrix_row(m->embed, m->embed_src, ids[i], hidden, out + i * hidden);
     }
+    return 0;
+}
+
+int perq_model_head_rows(const perq_model *m, int64_t row0, int64_t n, float *out, perq_err *err)
+{
+    if (row0 < 0 || n < 0 || row0 + n > m->cfg.vocab_size)
+        return perq_fail(err, PERQ_E_INVALID, "lm_head rows [%lld, %lld): the head has %d", (long long)row0,
+                         (long long)(row0 + n), m->cfg.vocab_size);
+    bool tied = m->cfg.tie_word_embeddings;
+    const float *loaded = m->head ? m->head : tied ? m->embed : NULL;
+    const perq_tensor *src = tied ? m->embed_src : m->head_src;
+    if (!loaded && !src)
+        return perq_fail(err, PERQ_E_UNSUPPORTED, "lm_head is pack-quantized: its rows are read once it is loaded");
+    int hidden = m->cfg.hidden_size;
+    for (int64_t i = 0; i < n; i++)
+        matrix_row(loaded, src, row0 + i, hidden, out + (size_t)i * hidden);
     return 0;
 }
 

@@ -39,6 +39,9 @@ void perq_fold_layer_norms(perq_model *m, int layer);
  * tied model perq_model_load_head makes it a separate matrix); the final norm
  * becomes 1. */
 int perq_fold_head_norm(perq_model *m, perq_err *err);
+/* The same on rows of lm_head x [rows][hidden] held elsewhere (read with
+ * perq_model_head_rows): their columns times the final norm, which stays. */
+void perq_fold_head_norm_rows(const perq_model *m, float *x, size_t rows);
 
 /* The residual transform Q = P1 R1 (either may be NULL) on one layer's
  * weights, on the embedding (loaded), on lm_head (loaded), and on rows of

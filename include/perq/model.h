@@ -8,7 +8,9 @@
  *   - the token embedding is read row by row from the mapping on lookup, unless
  *     perq_model_load_embed materialises it (to fold a rotation into it, say);
  *   - each decoder layer after perq_model_load_layer, until perq_model_free_layer;
- *   - lm_head after perq_model_load_head (for a tied head: the embedding matrix).
+ *   - lm_head after perq_model_load_head (for a tied head: the embedding
+ *     matrix); its rows can be read from the mapping without it
+ *     (perq_model_head_rows).
  * So a layer-by-layer calibration pass holds one layer in fp32 plus its
  * activations. Mapped pages are given back to the page cache once a tensor has
  * been widened, so they do not count against the process either.
@@ -98,6 +100,14 @@ size_t perq_model_head_bytes(const perq_llama_config *cfg);
 /* Embedding rows of ids[0..n) into out[n][hidden]. Every id must be in
  * [0, vocab_size): an id outside is a PERQ_E_INVALID error naming it. */
 int perq_model_embed(const perq_model *m, const int32_t *ids, size_t n, float *out, perq_err *err);
+
+/* Rows [row0, row0 + n) of lm_head in fp32 into out[n][hidden]: from the
+ * loaded head when there is one, else for a tied head the embedding's rows
+ * (loaded, or from the mapping), else lm_head.weight's rows from the mapping
+ * (head_src). A pack-quantized head has no rows to read in place: it must be
+ * loaded first (PERQ_E_UNSUPPORTED otherwise). Rows outside the vocabulary
+ * are a PERQ_E_INVALID error. */
+int perq_model_head_rows(const perq_model *m, int64_t row0, int64_t n, float *out, perq_err *err);
 
 /* Gives every mapped page of the checkpoint back to the page cache: they stop
  * counting in this process's resident set and are read again on next use.
