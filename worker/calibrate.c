@@ -53,7 +53,7 @@ int perq_calib_sequences(const int32_t *ids, size_t n_ids, int bos, int n_seqs, 
 
 static int r3_width(const perq_llama_config *cfg, const perq_pipeline_opts *o)
 {
-    if (o->act_bits != 4 || o->mode == PERQ_ROT_NONE)
+    if (o->act_bits != 4 || o->mode == PERQ_ROT_NONE || !o->online)
         return 0;
     return o->block_size > 0 ? o->block_size : cfg->intermediate_size;
 }
@@ -158,8 +158,14 @@ typedef struct run {
     long long tokens;       /* calibration rows per pass */
     perq_w4a4 w4a4;
     channel_stats down;     /* this layer's down_proj input */
-    float *sample;          /* [SAMPLE_ROWS][intermediate] */
+    float *d3;              /* this layer's random signs at the down_proj input, NULL unless randomized */
+    float *sample;          /* [SAMPLE_ROWS][intermediate], or the first rows of down_rows */
     int sample_rows;
+    bool hessians_observed; /* GPTQ unless opts.hessian_pass: Hessians from the observing pass */
+    float *down_rows;       /* [tokens][intermediate]: with hessians_observed and R3, every
+                               down_proj input row of that pass for down_hessian, else NULL */
+    long long down_rows_n;  /* rows kept so far this layer */
+    int *p3;                /* this layer's P3 as permute_layer folded it, NULL before or without */
     channel_stats resid;    /* residual stream (P1) */
     perq_hessian hess[N_HESS];
 } run;
@@ -311,33 +317,88 @@ static int layer_loaded(void *ctx, perq_layerwise *lw, int layer, perq_err *err)
     return 0;
 }
 
-/* Pass 1: statistics of the down_proj input before P3 and R3; the other
- * linears see their activations quantized as in the quantized model. */
+static int add_hessian(run *r, const perq_linear_site *site, perq_err *err)
+{
+    for (int i = 0; i < N_HESS; i++)
+        if (site->kind == hess_site[i])
+            return perq_hessian_add(&r->hess[i], site->x, site->rows, err);
+    return 0;
+}
+
+/* Fresh Hessians for this layer's linear inputs. */
+static int hessians_init(run *r, perq_err *err)
+{
+    const perq_llama_config *c = &r->m->cfg;
+    const int widths[N_HESS] = {c->hidden_size, c->num_attention_heads * c->head_dim, c->hidden_size,
+                                c->intermediate_size};
+    for (int h = 0; h < N_HESS; h++) {
+        perq_hessian_free(&r->hess[h]);
+        if (perq_hessian_init(&r->hess[h], widths[h], err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Keeps the down_proj input rows of the observing pass, in order; the sample
+ * is their beginning. */
+static int keep_down_rows(run *r, const perq_linear_site *site, perq_err *err)
+{
+    if (r->down_rows_n + site->rows > r->tokens)
+        return perq_fail(err, PERQ_E_INVALID, "layer %d: more down_proj input rows than calibration tokens (%lld)",
+                         site->layer, r->tokens);
+    memcpy(r->down_rows + (size_t)r->down_rows_n * site->in, site->x, (size_t)site->rows * site->in * sizeof *site->x);
+    r->down_rows_n += site->rows;
+    r->sample_rows = (int)(r->down_rows_n < SAMPLE_ROWS ? r->down_rows_n : SAMPLE_ROWS);
+    return 0;
+}
+
+/* Adds the site's rows to its Hessian, the layer's Hessians made on its first site. */
+static int observe_hessian(run *r, const perq_linear_site *site, perq_err *err)
+{
+    if (!r->hess[H_QKV].h && hessians_init(r, err) != 0)
+        return -1;
+    return add_hessian(r, site, err);
+}
+
+/* Pass 1: statistics of the down_proj input before P3 and R3, and a sample of
+ * it; the other linears see their activations quantized as in the quantized
+ * model. With hessians_observed it also gathers the q/k/v, o and gate/up
+ * Hessians, which P3 and R3 leave as they are (P3 permutes only gate/up's
+ * outputs), and the down_proj one: with R3 from the rows kept for
+ * down_hessian; without R3 (permute_layer then folds no P3 either) from the
+ * rows as they are, activation-quantized. */
 static int observe(void *ctx, const perq_linear_site *site, perq_err *err)
 {
     run *r = ctx;
+    perq_w4a4 plain = {NULL, r->w4a4.act_bits};
     if (site->kind != PERQ_LIN_DOWN) {
-        perq_w4a4 plain = {NULL, r->w4a4.act_bits};
-        return perq_w4a4_before(&plain, site, err);
+        if (perq_w4a4_before(&plain, site, err) != 0)
+            return -1;
+        return r->hessians_observed ? observe_hessian(r, site, err) : 0;
     }
     stats_add(&r->down, site->x, site->rows);
+    if (r->down_rows)
+        return keep_down_rows(r, site, err);
     int take = min_int(site->rows, SAMPLE_ROWS - r->sample_rows);
     if (take > 0) {
         memcpy(r->sample + (size_t)r->sample_rows * site->in, site->x, (size_t)take * site->in * sizeof *site->x);
         r->sample_rows += take;
     }
-    return 0;
+    if (!r->hessians_observed)
+        return 0;
+    if (perq_w4a4_before(&plain, site, err) != 0)
+        return -1;
+    return observe_hessian(r, site, err);
 }
 
+/* opts.hessian_pass: a pass after P3 and R3 are folded, gathering every
+ * Hessian through the W4A4 hook. */
 static int gather_hessians(void *ctx, const perq_linear_site *site, perq_err *err)
 {
     run *r = ctx;
     if (perq_w4a4_before(&r->w4a4, site, err) != 0)
         return -1;
-    for (int i = 0; i < N_HESS; i++)
-        if (site->kind == hess_site[i])
-            return perq_hessian_add(&r->hess[i], site->x, site->rows, err);
-    return 0;
+    return add_hessian(r, site, err);
 }
 
 /* Rows x [rows][intermediate] of the down_proj input as this layer's folded
@@ -346,6 +407,9 @@ static int transform_down_rows(const run *r, const int *perm, float *x, size_t r
 {
     int d = r->down.d;
     int rc = perm ? perq_permute_columns(x, rows, d, perm, err) : 0;
+    for (size_t i = 0; rc == 0 && r->d3 && i < rows; i++)
+        for (int c = 0; c < d; c++)
+            x[i * d + c] *= r->d3[c];
     if (rc == 0 && r->p->has_r3)
         rc = perq_fold_rotate_down_input(&r->p->r3, x, rows, d, err);
     return rc;
@@ -384,6 +448,8 @@ static int permute_layer(run *r, int layer, json_t *entry, perq_err *err)
     if (rc == 0)
         rc = choose_perm(block < d ? p->opts.permutation : PERQ_PERM_IDENTITY, &r->down, block,
                          p->opts.seed + (uint64_t)layer, perm, err);
+    if (r->d3)
+        perq_random_signs(r->d3, d, (p->opts.seed ^ 0x5333u) + (uint64_t)layer);
     double max_before = 0, max_after = 0, err_before = 0, err_after = 0;
     if (rc == 0)
         rc = rotated_figures(r, NULL, &max_before, &err_before, err);
@@ -401,12 +467,14 @@ static int permute_layer(run *r, int layer, json_t *entry, perq_err *err)
                                       "act_error_before", err_before, "act_error_after", err_after, "sample_tokens",
                                       r->sample_rows));
         rc = perq_fold_p3(r->m, layer, perm, err);
+        if (rc == 0 && r->d3)
+            perq_fold_down_input_signs(r->m, layer, r->d3);
     }
     if (rc == 0) {
         enter(r, PERQ_STAGE_ROTATING, layer);
         rc = perq_fold_r3(r->m, layer, &p->r3, err);
     }
-    free(perm);
+    r->p3 = perm; /* down_hessian transforms the kept rows with it; layer_observed frees it */
     free(id);
     free(mass);
     return rc;
@@ -500,30 +568,51 @@ static int quantize_layer(run *r, int layer, json_t *entry, perq_err *err)
     return rc;
 }
 
+/* The down_proj Hessian from the kept rows as the quantized model will see
+ * them: this layer's P3 and R3 (transform_down_rows), then what the W4A4 hook
+ * does after R3. The rows are transformed in place. */
+static int down_hessian(run *r, int layer, perq_err *err)
+{
+    if (r->down_rows_n != r->tokens)
+        return perq_fail(err, PERQ_E_INVALID, "layer %d: %lld down_proj input rows kept of %lld", layer,
+                         r->down_rows_n, r->tokens);
+    perq_w4a4 after_r3 = {NULL, r->w4a4.act_bits};
+    perq_linear_site site = {.layer = layer, .kind = PERQ_LIN_DOWN, .x = r->down_rows, .rows = (int)r->tokens,
+                             .in = r->down.d, .out = r->m->cfg.hidden_size};
+    if (transform_down_rows(r, r->p3, r->down_rows, (size_t)r->tokens, err) != 0 ||
+        perq_w4a4_before(&after_r3, &site, err) != 0)
+        return -1;
+    return add_hessian(r, &site, err);
+}
+
+/* opts.hessian_pass: every Hessian from a pass of its own. */
+static int hessian_pass(run *r, perq_layerwise *lw, int layer, perq_err *err)
+{
+    perq_linear_hook hook = {r, gather_hessians};
+    if (hessians_init(r, err) != 0 || perq_layerwise_run(lw, layer, &hook, false, PASS_HESSIAN, err) != 0)
+        return -1;
+    r->p->costs.calib_flops += layer_pass_flops(&r->m->cfg, r->tokens, perq_layerwise_seq_len(lw));
+    return 0;
+}
+
 static int layer_observed(void *ctx, perq_layerwise *lw, int layer, perq_err *err)
 {
     run *r = ctx;
     json_t *entry = json_pack("{si}", "index", layer);
     json_array_append_new(r->p->layers, entry);
-    if (permute_layer(r, layer, entry, err) != 0)
-        return -1;
+    int rc = permute_layer(r, layer, entry, err);
     const perq_llama_config *c = &r->m->cfg;
-    const int widths[N_HESS] = {c->hidden_size, c->num_attention_heads * c->head_dim, c->hidden_size,
-                                c->intermediate_size};
-    int rc = 0, seq_len = perq_layerwise_seq_len(lw);
+    int seq_len = perq_layerwise_seq_len(lw);
     perq_pipeline_costs *costs = &r->p->costs;
     costs->calib_flops += layer_pass_flops(c, r->tokens, seq_len); /* the observing pass */
-    if (r->p->opts.algorithm == PERQ_WALGO_GPTQ) {
+    if (rc == 0 && r->p->opts.algorithm == PERQ_WALGO_GPTQ) {
         enter(r, PERQ_STAGE_CALIBRATING, layer);
-        for (int h = 0; rc == 0 && h < N_HESS; h++) {
-            perq_hessian_free(&r->hess[h]);
-            rc = perq_hessian_init(&r->hess[h], widths[h], err);
-            costs->calib_flops += (double)r->tokens * widths[h] * widths[h];
-        }
-        perq_linear_hook hook = {r, gather_hessians};
-        if (rc == 0)
-            rc = perq_layerwise_run(lw, layer, &hook, false, PASS_HESSIAN, err);
-        costs->calib_flops += layer_pass_flops(c, r->tokens, seq_len);
+        if (r->down_rows)
+            rc = down_hessian(r, layer, err);
+        else if (!r->hessians_observed)
+            rc = hessian_pass(r, lw, layer, err);
+        for (int h = 0; h < N_HESS; h++)
+            costs->calib_flops += (double)r->tokens * r->hess[h].n * r->hess[h].n;
     }
     if (rc == 0) {
         enter(r, PERQ_STAGE_QUANTIZING, layer);
@@ -531,6 +620,9 @@ static int layer_observed(void *ctx, perq_layerwise *lw, int layer, perq_err *er
     }
     for (int h = 0; h < N_HESS; h++)
         perq_hessian_free(&r->hess[h]);
+    free(r->p3);
+    r->p3 = NULL;
+    r->down_rows_n = 0;
     if (rc == 0)
         perq_report_event(r->rep, PERQ_LOG_INFO, entry, "layer %d quantized", layer);
     /* What follows is the pass that feeds the next layer through this one. */
@@ -554,6 +646,9 @@ static int init_rotations(perq_pipeline *p, const perq_llama_config *c, perq_err
         if (perq_rotation_init(&p->r2, n2, o->seed ^ 0x5232u, err) != 0)
             return -1;
         p->has_r2 = true;
+        if (o->randomized && (perq_rotation_randomize(&p->r1, o->seed ^ 0x5331u, err) != 0 ||
+                              perq_rotation_randomize(&p->r2, o->seed ^ 0x5332u, err) != 0))
+            return -1;
     }
     p->r3_block = r3_width(c, o);
     if (p->r3_block > 0) {
@@ -562,6 +657,8 @@ static int init_rotations(perq_pipeline *p, const perq_llama_config *c, perq_err
         p->has_r3 = true;
     }
     json_object_set_new(p->rotations, "mode", json_string(perq_rotation_mode_name(o->mode)));
+    json_object_set_new(p->rotations, "random_signs",
+                        o->randomized && o->mode != PERQ_ROT_NONE ? json_integer((json_int_t)o->seed) : json_null());
     const perq_rotation *rs[3] = {&p->r1, &p->r2, &p->r3};
     const bool has[3] = {p->has_r1, p->has_r2, p->has_r3};
     const char *names[3] = {"r1", "r2", "r3"};
@@ -580,24 +677,50 @@ perq_w4a4 perq_pipeline_w4a4(const perq_pipeline *p)
     return h;
 }
 
-static int fold_ends(run *r, perq_err *err)
+int perq_pipeline_fold_ends(const perq_pipeline *p, perq_model *m, perq_err *err)
 {
-    perq_model *m = r->m;
     /* The head first: a tied one is copied from the embedding as it was. */
     if (perq_model_load_head(m, err) != 0 || perq_fold_head_norm(m, err) != 0 || perq_model_load_embed(m, err) != 0)
+        return -1;
+    if (!p->p1 && !p->has_r1)
+        return 0;
+    const perq_rotation *r1 = p->has_r1 ? &p->r1 : NULL;
+    if (perq_fold_residual_embed(m, p->p1, r1, err) != 0 || perq_fold_residual_head(m, p->p1, r1, err) != 0)
         return -1;
     return 0;
 }
 
-static int fold_residual_ends(run *r, perq_err *err)
+static int embed_rows(const perq_model *m, int64_t row0, int64_t n, float *out, perq_err *err)
 {
-    perq_pipeline *p = r->p;
+    int32_t *ids = malloc((size_t)n * sizeof *ids + 1);
+    if (!ids)
+        return perq_fail(err, PERQ_E_NOMEM, "out of memory");
+    for (int64_t i = 0; i < n; i++)
+        ids[i] = (int32_t)(row0 + i);
+    int rc = perq_model_embed(m, ids, (size_t)n, out, err);
+    free(ids);
+    return rc;
+}
+
+int perq_pipeline_end_rows(const perq_pipeline *p, const perq_model *m, bool head, int64_t row0, int64_t n,
+                           float *out, perq_err *err)
+{
+    if (head ? perq_model_head_rows(m, row0, n, out, err) != 0 : embed_rows(m, row0, n, out, err) != 0)
+        return -1;
+    if (head)
+        perq_fold_head_norm_rows(m, out, (size_t)n);
     if (!p->p1 && !p->has_r1)
         return 0;
-    const perq_rotation *r1 = p->has_r1 ? &p->r1 : NULL;
-    if (perq_fold_residual_embed(r->m, p->p1, r1, err) != 0 || perq_fold_residual_head(r->m, p->p1, r1, err) != 0)
-        return -1;
-    return 0;
+    return perq_fold_residual_rows(m, out, (size_t)n, p->p1, p->has_r1 ? &p->r1 : NULL, err);
+}
+
+/* The calibration residual stream, just embedded, as the folded model's
+ * embedding gives it: x P1 R1. The embedding itself is never loaded. */
+static int rotate_residual_stream(run *r, perq_layerwise *lw, perq_err *err)
+{
+    perq_pipeline *p = r->p;
+    return perq_fold_residual_rows(r->m, perq_layerwise_hidden(lw), (size_t)r->tokens, p->p1,
+                                   p->has_r1 ? &p->r1 : NULL, err);
 }
 
 int perq_pipeline_run(perq_model *m, const int32_t *ids, int n_seqs, int seq_len, const perq_pipeline_opts *opts,
@@ -609,7 +732,7 @@ int perq_pipeline_run(perq_model *m, const int32_t *ids, int n_seqs, int seq_len
     p->layers = json_array();
     p->rotations = json_object();
     p->linears = calloc((size_t)p->n_layers * PERQ_PIPELINE_LINEARS, sizeof *p->linears);
-    p->norms_folded = opts->mode != PERQ_ROT_NONE;
+    p->norms_folded = opts->mode != PERQ_ROT_NONE || opts->fold_norms;
     if (!p->norms_folded)
         p->layer_norms = malloc((size_t)p->n_layers * 2 * m->cfg.hidden_size * sizeof *p->layer_norms);
     if (!p->layers || !p->rotations || !p->linears || (!p->norms_folded && !p->layer_norms))
@@ -618,25 +741,32 @@ int perq_pipeline_run(perq_model *m, const int32_t *ids, int n_seqs, int seq_len
         return -1;
     run r = {.p = p, .m = m, .rep = rep, .stage = -1, .tokens = (long long)n_seqs * seq_len};
     enter(&r, opts->mode != PERQ_ROT_NONE ? PERQ_STAGE_ROTATING : PERQ_STAGE_CALIBRATING, 0);
-    r.sample = malloc((size_t)SAMPLE_ROWS * m->cfg.intermediate_size * sizeof *r.sample);
-    int rc = r.sample ? 0 : perq_fail(err, PERQ_E_NOMEM, "out of memory");
-    if (rc == 0)
-        rc = stats_init(&r.down, m->cfg.intermediate_size, err);
+    int rc = stats_init(&r.down, m->cfg.intermediate_size, err);
     if (rc == 0)
         rc = init_rotations(p, &m->cfg, err);
-    if (rc == 0)
-        rc = fold_ends(&r, err);
+    /* The kept down_proj rows (see observe), allocated once; the sample is their beginning. */
+    r.hessians_observed = opts->algorithm == PERQ_WALGO_GPTQ && !opts->hessian_pass;
+    bool keep_rows = r.hessians_observed && p->has_r3;
+    size_t row_floats = (size_t)m->cfg.intermediate_size;
+    if (rc == 0) {
+        r.down_rows = keep_rows ? malloc((size_t)r.tokens * row_floats * sizeof *r.down_rows) : NULL;
+        r.sample = keep_rows ? r.down_rows : malloc((size_t)SAMPLE_ROWS * row_floats * sizeof *r.sample);
+        if (!r.sample)
+            rc = perq_fail(err, PERQ_E_NOMEM, "out of memory for the down_proj input rows");
+    }
+    if (rc == 0 && p->has_r3 && opts->randomized && !(r.d3 = malloc((size_t)m->cfg.intermediate_size * sizeof *r.d3)))
+        rc = perq_fail(err, PERQ_E_NOMEM, "out of memory");
     if (rc == 0 && opts->mode == PERQ_ROT_BLOCK)
         rc = choose_p1(&r, ids, n_seqs, seq_len, err);
-    if (rc == 0 && (p->p1 || p->has_r1)) {
-        enter(&r, PERQ_STAGE_ROTATING, 0);
-        rc = fold_residual_ends(&r, err);
-    }
     r.w4a4 = perq_pipeline_w4a4(p);
     perq_layerwise *lw = NULL;
     enter(&r, PERQ_STAGE_CALIBRATING, 0);
     if (rc == 0)
         rc = perq_layerwise_begin(m, ids, n_seqs, seq_len, 0, &lw, err);
+    if (rc == 0 && (p->p1 || p->has_r1)) {
+        enter(&r, PERQ_STAGE_ROTATING, 0);
+        rc = rotate_residual_stream(&r, lw, err);
+    }
     if (rc == 0) {
         perq_linear_hook prop = perq_w4a4_hook(&r.w4a4);
         perq_layerwise_plan plan = {&r, layer_loaded, {&r, observe}, layer_observed, prop};
@@ -645,7 +775,13 @@ int perq_pipeline_run(perq_model *m, const int32_t *ids, int n_seqs, int seq_len
     enter(&r, -1, 0);
     perq_layerwise_free(lw);
     stats_free(&r.down);
-    free(r.sample);
+    if (r.sample != r.down_rows)
+        free(r.sample);
+    free(r.down_rows);
+    free(r.p3);
+    for (int h = 0; h < N_HESS; h++)
+        perq_hessian_free(&r.hess[h]);
+    free(r.d3);
     return rc;
 }
 

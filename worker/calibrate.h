@@ -2,23 +2,29 @@
  * and the layer-by-layer calibrate-permute-rotate-quantize loop.
  *
  * perq_pipeline_run, on an open model (checkpoint or perq_model_alloc):
- *   1. lm_head loaded as its own matrix (a tied head is untied), the final
- *      norm folded into it; the embedding loaded.
- *   2. rotation mode block: a float pass over the calibration sequences
+ *   1. rotation mode block: a float pass over the calibration sequences
  *      gathers the residual stream's per-channel mean |x| (the inputs of q and
  *      gate, norms folded); P1 is chosen from it (the spec's permutation).
- *   3. The residual transform P1 R1 folded into the embedding and the head.
- *   4. Layer by layer (perq_layerwise_calibrate), on inputs that went through
+ *   2. The calibration sequences embedded (rows looked up in the checkpoint)
+ *      and the residual transform P1 R1 applied to that stream, as the folded
+ *      embedding would give it.
+ *   3. Layer by layer (perq_layerwise_calibrate), on inputs that went through
  *      the layers before it already quantized:
  *        fold the norms (unless mode none: nothing needs them folded, and
  *          a folded norm weight widens the per-channel weight ranges), P1 R1
  *          and R2 into the layer;
- *        observe: per-channel mean |x| (and absmax) at the down_proj input,
- *          plus a sample of those rows for the report;
+ *        observe (one pass): per-channel mean |x| (and absmax) at the
+ *          down_proj input, plus a sample of those rows for the report; for
+ *          GPTQ also the Hessians of the q/k/v, o and gate/up inputs as the
+ *          quantized model sees them (INT4 per-token activations for W4A4:
+ *          P3 and R3 do not change these inputs), and with R3 every
+ *          down_proj input row kept ([tokens][intermediate] fp32, one buffer
+ *          per run; the sample is its beginning);
  *        choose P3 at block size b from them; fold P3 and R3;
- *        a pass gathering the Hessians of the q/k/v, o, gate/up and down
- *          inputs as the quantized model sees them (R3 online, INT4 per-token
- *          activations for W4A4);
+ *        GPTQ: the down_proj input's Hessian from the kept rows put through
+ *          this layer's P3 and R3 and the W4A4 hook's activation
+ *          quantization, as the quantized model sees them (without R3 there
+ *          is no P3 and the observing pass gathered it);
  *        quantize all seven linears (GPTQ sharing one factorisation between
  *          q/k/v and between gate/up, or RTN) and leave q * scale in the model;
  *        propagate with the quantized weights through the W4A4 hook.
@@ -75,16 +81,25 @@ typedef struct perq_pipeline_opts {
     perq_walgo algorithm;
     int group_size;             /* 0: per output channel */
     perq_dtype scale_dtype;     /* the dtype the scales will be stored in */
-    uint64_t seed;              /* random permutations, random orthogonal factors */
+    uint64_t seed;              /* random permutations, random orthogonal factors, random signs */
+    bool randomized;            /* random sign flips before R1, R2 and (folded into up/down) R3 */
+    bool online;                /* R3 and P3 for W4A4; false: R1 and R2 only */
+    bool fold_norms;            /* with mode none: fold the RMSNorm weights anyway (rotations always do) */
+    /* Tests only (default false): GPTQ's Hessians from a pass of their own
+     * after P3 and R3 are folded, through the W4A4 hook, instead of from the
+     * observing pass and the kept down_proj rows. The same Hessians up to
+     * float summation order, one more layer pass, no kept rows. */
+    bool hessian_pass;
 } perq_pipeline_opts;
 
 #define PERQ_PIPELINE_LINEARS 7 /* q, k, v, o, gate, up, down: perq_linear_kind order */
 
 /* The stages a run goes through, layer by layer, as it reports them (API.md):
  * per layer "rotating" (R1, R2 folded), "calibrating" (statistics of the
- * down_proj input), "permuting" (P3 chosen and folded), "rotating" (R3),
- * "calibrating" (Hessians), "quantizing", "calibrating" (the quantized layer's
- * outputs, the next layer's inputs); each with progress = layers finished. */
+ * down_proj input and, for GPTQ, the other Hessians), "permuting" (P3 chosen
+ * and folded), "rotating" (R3), "calibrating" (GPTQ: the down_proj Hessian),
+ * "quantizing", "calibrating" (the quantized layer's outputs, the next
+ * layer's inputs); each with progress = layers finished. */
 typedef enum {
     PERQ_STAGE_CALIBRATING, PERQ_STAGE_PERMUTING, PERQ_STAGE_ROTATING, PERQ_STAGE_QUANTIZING,
     PERQ_PIPELINE_STAGES
@@ -124,11 +139,28 @@ json_t *perq_pipeline_costs_json(const perq_pipeline_costs *c);
 /* Checks the options against the model's shapes before any work. */
 int perq_pipeline_check(const perq_llama_config *cfg, const perq_pipeline_opts *opts, perq_err *err);
 
-/* Runs it (see above) over ids [n_seqs][seq_len]. On return the model holds
- * the folded embedding, head, final norm (ones) and, for layers still loaded,
- * the dequantized weights; p->linears the quantized ones. rep may be NULL. */
+/* Runs it (see above) over ids [n_seqs][seq_len]. On return p->linears holds
+ * the quantized weights and the model, for layers still loaded, the
+ * dequantized ones; its embedding, lm_head and final norm are as they were
+ * (never loaded by the run, so a job does not hold them in fp32: the export
+ * folds them block of rows by block of rows as it writes them,
+ * perq_job_run_perq). rep may be NULL. */
 int perq_pipeline_run(perq_model *m, const int32_t *ids, int n_seqs, int seq_len, const perq_pipeline_opts *opts,
                       const perq_reporter *rep, perq_pipeline *p, perq_err *err);
+/* The ends of the folded model in memory, for a forward pass on m after a
+ * run: lm_head loaded as its own matrix (a tied head is untied), the final
+ * norm folded into its columns (the norm becomes ones), the embedding loaded,
+ * and P1 R1 folded into both. Exactly what the export writes for them. Once
+ * only, after perq_pipeline_run: the export reads m's ends as not folded. */
+int perq_pipeline_fold_ends(const perq_pipeline *p, perq_model *m, perq_err *err);
+/* Rows [row0, row0 + n) of the folded embedding (head false) or lm_head (head
+ * true) into out[n][hidden], from m's ends as they are (the checkpoint's
+ * mapping, or the matrices when loaded; not folded yet): the final norm
+ * folded into a head row's columns, then P1 R1. The values
+ * perq_pipeline_fold_ends gives those rows; the export writes these, block by
+ * block, so that a job never holds either matrix. */
+int perq_pipeline_end_rows(const perq_pipeline *p, const perq_model *m, bool head, int64_t row0, int64_t n,
+                           float *out, perq_err *err);
 void perq_pipeline_free(perq_pipeline *p);
 
 /* The W4A4 evaluation hook of a finished pipeline (R3 online, activations). */

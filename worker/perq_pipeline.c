@@ -98,9 +98,17 @@ static int calibrate(perq_job *j, perq_err *err)
     const perq_jobspec *s = j->spec;
     char name[256];
     perq_layer_tensor_name(name, sizeof name, 0, "self_attn.q_proj.weight");
-    perq_pipeline_opts o = {s->rotation.mode, s->rotation.block_size, s->rotation.permutation, s->activations.bits,
-                            s->weights.algorithm, s->weights.group_size, tensor_dtype(j->model, name),
-                            (uint64_t)s->calibration.seed};
+    perq_pipeline_opts o = {.mode = s->rotation.mode,
+                            .block_size = s->rotation.block_size,
+                            .permutation = s->rotation.permutation,
+                            .act_bits = s->activations.bits,
+                            .algorithm = s->weights.algorithm,
+                            .group_size = s->weights.group_size,
+                            .scale_dtype = tensor_dtype(j->model, name),
+                            .seed = (uint64_t)s->calibration.seed,
+                            .randomized = s->rotation.randomized,
+                            .online = s->rotation.online,
+                            .fold_norms = s->rotation.fold_norms};
     if (perq_pipeline_check(&j->model->cfg, &o, err) != 0)
         return -1;
     j->pipe_done = true;
@@ -112,10 +120,29 @@ static int calibrate(perq_job *j, perq_err *err)
     return rc;
 }
 
-/* The exports the folded, quantized model goes to; either may be NULL. */
+/* The embedding or lm_head of the folded model, made block of rows by block
+ * of rows while an export writes it (export_rows.h), so that neither is ever
+ * held whole in fp32 (perq_pipeline_end_rows). */
+typedef struct folded_end {
+    const perq_pipeline *p;
+    const perq_model *m;
+    bool head;
+} folded_end;
+
+static int folded_end_rows(void *ctx, int64_t row0, int64_t n, float *out, perq_err *err)
+{
+    const folded_end *e = ctx;
+    int rc = perq_pipeline_end_rows(e->p, e->m, e->head, row0, n, out, err);
+    perq_model_drop_mapped(e->m); /* the rows read stay in the page cache, not in this process */
+    return rc;
+}
+
+/* The exports the folded, quantized model goes to (either may be NULL), and
+ * the sources of its embedding and head, read while the files are written. */
 typedef struct exports {
     perq_ct_export *ct;
     perq_gguf_export *gguf;
+    folded_end embed, head;
 } exports;
 
 static int add_f32(const exports *x, const char *name, perq_dtype dt, int ndim, const int64_t *shape, const float *v,
@@ -144,6 +171,14 @@ static int add_ones(const exports *x, const char *name, perq_dtype dt, int n, pe
     return rc;
 }
 
+static int add_folded_end(exports *x, const char *name, perq_dtype dt, folded_end *e, perq_err *err)
+{
+    int64_t rows = e->m->cfg.vocab_size, cols = e->m->cfg.hidden_size;
+    if (x->ct && perq_ct_add_rows(x->ct, name, dt, rows, cols, folded_end_rows, e, err) != 0)
+        return -1;
+    return x->gguf ? perq_gguf_add_rows(x->gguf, name, rows, cols, folded_end_rows, e, err) : 0;
+}
+
 static int add_linear(const exports *x, const char *prefix, const perq_int4_matrix *m, perq_dtype scale_dtype,
                       perq_err *err)
 {
@@ -168,14 +203,20 @@ static json_t *transform_config(const perq_pipeline *p)
     return tc;
 }
 
-static int fill_export(perq_job *j, const exports *x, perq_err *err)
+/* Each quantized linear is freed once the exports have it: from then on the
+ * job holds its packed form only. */
+static int fill_export(perq_job *j, exports *x, perq_err *err)
 {
     perq_model *m = j->model;
     const perq_llama_config *c = &m->cfg;
     perq_dtype edt = tensor_dtype(m, "model.embed_tokens.weight");
     perq_dtype ndt = tensor_dtype(m, "model.norm.weight");
-    const int64_t table[2] = {c->vocab_size, c->hidden_size};
-    if (add_f32(x, "model.embed_tokens.weight", edt, 2, table, m->embed, err) != 0 ||
+    /* A pack-quantized head (head_src NULL) has no rows to read in place. */
+    if (!m->head && !c->tie_word_embeddings && !m->head_src && perq_model_load_head(m, err) != 0)
+        return -1;
+    x->embed = (folded_end){&j->pipe, m, false};
+    x->head = (folded_end){&j->pipe, m, true};
+    if (add_folded_end(x, "model.embed_tokens.weight", edt, &x->embed, err) != 0 ||
         add_ones(x, "model.norm.weight", ndt, c->hidden_size, err) != 0)
         return -1;
     for (int l = 0; l < c->num_hidden_layers; l++) {
@@ -194,12 +235,13 @@ static int fill_export(perq_job *j, const exports *x, perq_err *err)
             char prefix[256], wname[300];
             snprintf(prefix, sizeof prefix, "model.layers.%d.%s", l, linear_parts[k]);
             snprintf(wname, sizeof wname, "%s.weight", prefix);
-            if (add_linear(x, prefix, &j->pipe.linears[(size_t)l * PERQ_PIPELINE_LINEARS + k],
-                           tensor_dtype(m, wname), err) != 0)
+            perq_int4_matrix *q = &j->pipe.linears[(size_t)l * PERQ_PIPELINE_LINEARS + k];
+            if (add_linear(x, prefix, q, tensor_dtype(m, wname), err) != 0)
                 return -1;
+            perq_int4_free(q);
         }
     }
-    return add_f32(x, "lm_head.weight", edt, 2, table, m->head, err);
+    return add_folded_end(x, "lm_head.weight", edt, &x->head, err);
 }
 
 /* The compressed-tensors folder; a scratch one's files are not artifacts. */
@@ -230,7 +272,7 @@ static int new_gguf(const perq_job *j, perq_gguf_export **out, perq_err *err)
 static int export_stage(perq_job *j, perq_err *err)
 {
     perq_ct_options opt = {j->spec->weights.group_size, j->spec->activations.bits, 0};
-    exports x = {NULL, NULL};
+    exports x = {.ct = NULL, .gguf = NULL};
     json_t *config_patch = json_pack("{sb}", "tie_word_embeddings", 0);
     json_t *quant_patch = transform_config(&j->pipe);
     int rc = config_patch ? 0 : perq_fail(err, PERQ_E_NOMEM, "out of memory");
