@@ -10,14 +10,21 @@
  *       layer        one decoder layer in fp32 (perq_model_layer_bytes)
  *       activations  the calibration residual stream plus one micro-batch's
  *                    workspace (perq_layerwise_activation_bytes)
- *       ends         embedding and lm_head in fp32 (both materialised: R1 is
- *                    folded into each; a tied head is untied)
  *       gptq         the four Hessians (q/k/v, o, gate/up, down inputs) and
  *                    their four GPTQ factors, n*n floats each, alive together
  *                    while a layer is quantized, plus one dequantized matrix
- *       sample       the down_proj input rows kept for the report (2048 rows)
- *       int4         every layer's INT4 weights (half a byte each) kept for
- *                    the export */
+ *       sample       the down_proj input rows kept: GPTQ with R3 keeps every
+ *                    calibration token's (its down_proj Hessian is made from
+ *                    them after P3 and R3), the report's sample being their
+ *                    first 2048
+ *       int4         every layer's quantized weights kept for the export:
+ *                    one int8 per weight (perq_int4_matrix) and an fp32
+ *                    scale per output channel
+ *       export       one block of embedding or lm_head rows in fp32 and
+ *                    converted (export_rows.h)
+ *     The embedding and lm_head are never held whole in fp32: the calibration
+ *     stream is rotated after the lookup, and the export folds the final norm
+ *     and P1 R1 into their rows block by block as it writes them. */
 #include <cblas.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,6 +32,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "export_rows.h"
 #include "perq/blas.h"
 #include "perq/forward.h"
 #include "perq/model.h"
@@ -92,10 +100,11 @@ static int run_budget(const char *dir, int seqs, int seq_len)
     double weights = hidden * (2 * q + 2 * kv + 3 * inter);
     printf("layer %zu\n", perq_model_layer_bytes(c));
     printf("activations %zu\n", perq_layerwise_activation_bytes(lw));
-    printf("ends %.0f\n", 2.0 * c->vocab_size * hidden * 4);
+    double out_channels = q + 2 * kv + 2 * hidden + 2 * inter; /* rows of the seven linears */
     printf("gptq %.0f\n", 2.0 * hessians * 4 + hidden * inter * 4);
-    printf("sample %.0f\n", 2048.0 * inter * 4);
-    printf("int4 %.0f\n", weights * c->num_hidden_layers / 2);
+    printf("sample %.0f\n", (double)seqs * seq_len * inter * 4);
+    printf("int4 %.0f\n", (weights + out_channels * 4) * c->num_hidden_layers);
+    printf("export %.0f\n", (double)perq_export_block_rows(c->hidden_size) * hidden * (4 + 2));
     perq_layerwise_free(lw);
     free(ids);
     perq_model_close(m);
