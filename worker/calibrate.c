@@ -162,8 +162,10 @@ typedef struct run {
     float *sample;          /* [SAMPLE_ROWS][intermediate], or the first rows of down_rows */
     int sample_rows;
     bool hessians_observed; /* GPTQ unless opts.hessian_pass: Hessians from the observing pass */
-    float *down_rows;       /* [tokens][intermediate]: with hessians_observed and R3, every
-                               down_proj input row of that pass for down_hessian, else NULL */
+    bool keeps_rows;        /* hessians_observed with R3: down_rows are kept */
+    float *down_rows;       /* [tokens][intermediate]: this layer's down_proj input rows of the
+                               observing pass, from its first down_proj site until
+                               down_hessian has used them, else NULL */
     long long down_rows_n;  /* rows kept so far this layer */
     int *p3;                /* this layer's P3 as permute_layer folded it, NULL before or without */
     channel_stats resid;    /* residual stream (P1) */
@@ -343,6 +345,12 @@ static int hessians_init(run *r, perq_err *err)
  * is their beginning. */
 static int keep_down_rows(run *r, const perq_linear_site *site, perq_err *err)
 {
+    if (!r->down_rows) {
+        r->down_rows = malloc((size_t)r->tokens * site->in * sizeof *r->down_rows);
+        if (!r->down_rows)
+            return perq_fail(err, PERQ_E_NOMEM, "out of memory for %lld down_proj input rows", r->tokens);
+        r->sample = r->down_rows;
+    }
     if (r->down_rows_n + site->rows > r->tokens)
         return perq_fail(err, PERQ_E_INVALID, "layer %d: more down_proj input rows than calibration tokens (%lld)",
                          site->layer, r->tokens);
@@ -377,7 +385,7 @@ static int observe(void *ctx, const perq_linear_site *site, perq_err *err)
         return r->hessians_observed ? observe_hessian(r, site, err) : 0;
     }
     stats_add(&r->down, site->x, site->rows);
-    if (r->down_rows)
+    if (r->keeps_rows)
         return keep_down_rows(r, site, err);
     int take = min_int(site->rows, SAMPLE_ROWS - r->sample_rows);
     if (take > 0) {
@@ -585,6 +593,18 @@ static int down_hessian(run *r, int layer, perq_err *err)
     return add_hessian(r, &site, err);
 }
 
+/* The kept rows go once down_hessian has used them: the run's memory peaks
+ * while quantizing (Hessians and GPTQ factors), not with them. */
+static void release_down_rows(run *r)
+{
+    if (r->keeps_rows) {
+        free(r->down_rows);
+        r->down_rows = NULL;
+        r->sample = NULL;
+    }
+    r->down_rows_n = 0;
+}
+
 /* opts.hessian_pass: every Hessian from a pass of its own. */
 static int hessian_pass(run *r, perq_layerwise *lw, int layer, perq_err *err)
 {
@@ -607,13 +627,14 @@ static int layer_observed(void *ctx, perq_layerwise *lw, int layer, perq_err *er
     costs->calib_flops += layer_pass_flops(c, r->tokens, seq_len); /* the observing pass */
     if (rc == 0 && r->p->opts.algorithm == PERQ_WALGO_GPTQ) {
         enter(r, PERQ_STAGE_CALIBRATING, layer);
-        if (r->down_rows)
+        if (r->keeps_rows)
             rc = down_hessian(r, layer, err);
         else if (!r->hessians_observed)
             rc = hessian_pass(r, lw, layer, err);
         for (int h = 0; h < N_HESS; h++)
             costs->calib_flops += (double)r->tokens * r->hess[h].n * r->hess[h].n;
     }
+    release_down_rows(r);
     if (rc == 0) {
         enter(r, PERQ_STAGE_QUANTIZING, layer);
         rc = quantize_layer(r, layer, entry, err);
@@ -622,7 +643,6 @@ static int layer_observed(void *ctx, perq_layerwise *lw, int layer, perq_err *er
         perq_hessian_free(&r->hess[h]);
     free(r->p3);
     r->p3 = NULL;
-    r->down_rows_n = 0;
     if (rc == 0)
         perq_report_event(r->rep, PERQ_LOG_INFO, entry, "layer %d quantized", layer);
     /* What follows is the pass that feeds the next layer through this one. */
@@ -744,16 +764,12 @@ int perq_pipeline_run(perq_model *m, const int32_t *ids, int n_seqs, int seq_len
     int rc = stats_init(&r.down, m->cfg.intermediate_size, err);
     if (rc == 0)
         rc = init_rotations(p, &m->cfg, err);
-    /* The kept down_proj rows (see observe), allocated once; the sample is their beginning. */
+    /* Kept down_proj rows (observe) hold the sample; otherwise it has its own buffer. */
     r.hessians_observed = opts->algorithm == PERQ_WALGO_GPTQ && !opts->hessian_pass;
-    bool keep_rows = r.hessians_observed && p->has_r3;
-    size_t row_floats = (size_t)m->cfg.intermediate_size;
-    if (rc == 0) {
-        r.down_rows = keep_rows ? malloc((size_t)r.tokens * row_floats * sizeof *r.down_rows) : NULL;
-        r.sample = keep_rows ? r.down_rows : malloc((size_t)SAMPLE_ROWS * row_floats * sizeof *r.sample);
-        if (!r.sample)
-            rc = perq_fail(err, PERQ_E_NOMEM, "out of memory for the down_proj input rows");
-    }
+    r.keeps_rows = r.hessians_observed && p->has_r3;
+    if (rc == 0 && !r.keeps_rows &&
+        !(r.sample = malloc((size_t)SAMPLE_ROWS * m->cfg.intermediate_size * sizeof *r.sample)))
+        rc = perq_fail(err, PERQ_E_NOMEM, "out of memory");
     if (rc == 0 && p->has_r3 && opts->randomized && !(r.d3 = malloc((size_t)m->cfg.intermediate_size * sizeof *r.d3)))
         rc = perq_fail(err, PERQ_E_NOMEM, "out of memory");
     if (rc == 0 && opts->mode == PERQ_ROT_BLOCK)

@@ -18,13 +18,14 @@
  *          GPTQ also the Hessians of the q/k/v, o and gate/up inputs as the
  *          quantized model sees them (INT4 per-token activations for W4A4:
  *          P3 and R3 do not change these inputs), and with R3 every
- *          down_proj input row kept ([tokens][intermediate] fp32, one buffer
- *          per run; the sample is its beginning);
+ *          down_proj input row kept ([tokens][intermediate] fp32; the
+ *          sample is their beginning);
  *        choose P3 at block size b from them; fold P3 and R3;
  *        GPTQ: the down_proj input's Hessian from the kept rows put through
- *          this layer's P3 and R3 and the W4A4 hook's activation
+ *          this layer's P3, signs and R3 and the W4A4 hook's activation
  *          quantization, as the quantized model sees them (without R3 there
- *          is no P3 and the observing pass gathered it);
+ *          is no P3 and the observing pass gathered it); the kept rows are
+ *          freed here, before quantizing, where memory peaks;
  *        quantize all seven linears (GPTQ sharing one factorisation between
  *          q/k/v and between gate/up, or RTN) and leave q * scale in the model;
  *        propagate with the quantized weights through the W4A4 hook.
