@@ -223,7 +223,9 @@ json_t *perq_pipeline_costs_json(const perq_pipeline_costs *c)
     json_t *stages = json_object();
     for (int s = 0; s < PERQ_PIPELINE_STAGES; s++)
         json_object_set_new(stages, stage_names[s], json_real(c->stage_seconds[s]));
-    return json_pack("{so sf sf sf sf sf}", "stage_seconds", stages, "calibration_gflop", c->calib_flops * 1e-9,
+    return json_pack("{so ss sf sf sf sf sf}", "stage_seconds", stages, "hessians_from",
+                     c->hessian_pass ? "a pass of their own" : "the observing pass", "calibration_gflop",
+                     c->calib_flops * 1e-9,
                      "gptq_update_gflop", c->gptq_update_flops * 1e-9, "gptq_update_seconds", c->gptq_update_seconds,
                      "gptq_factor_seconds", c->gptq_factor_seconds, "gptq_seconds", c->gptq_seconds);
 }
@@ -653,6 +655,22 @@ static int layer_observed(void *ctx, perq_layerwise *lw, int layer, perq_err *er
 
 /* ---- the whole run ------------------------------------------------------------- */
 
+/* Kept down_proj rows below this never matter, whatever the model. */
+#define DOWN_ROWS_FREE_BYTES (1024.0 * 1024 * 1024)
+
+/* Keeping every down_proj input row of a layer (to gather its Hessian after
+ * P3 and R3 without another pass) is worth it while those rows take no more
+ * than what calibration holds anyway (one layer in fp32 plus the residual
+ * stream) or little at all. Beyond that (many tokens, wide MLPs: 128 x 2048
+ * tokens of Llama-3.2-1B would keep 8.6 GB) a separate pass costs time
+ * instead of memory. */
+static bool down_rows_fit(const perq_llama_config *c, long long tokens)
+{
+    double rows = (double)tokens * c->intermediate_size * sizeof(float);
+    double held = (double)perq_model_layer_bytes(c) + (double)tokens * c->hidden_size * sizeof(float);
+    return rows <= held || rows <= DOWN_ROWS_FREE_BYTES;
+}
+
 static int init_rotations(perq_pipeline *p, const perq_llama_config *c, perq_err *err)
 {
     const perq_pipeline_opts *o = &p->opts;
@@ -765,8 +783,10 @@ int perq_pipeline_run(perq_model *m, const int32_t *ids, int n_seqs, int seq_len
     if (rc == 0)
         rc = init_rotations(p, &m->cfg, err);
     /* Kept down_proj rows (observe) hold the sample; otherwise it has its own buffer. */
-    r.hessians_observed = opts->algorithm == PERQ_WALGO_GPTQ && !opts->hessian_pass;
+    r.hessians_observed = opts->algorithm == PERQ_WALGO_GPTQ && !opts->hessian_pass &&
+                          (!p->has_r3 || down_rows_fit(&m->cfg, r.tokens));
     r.keeps_rows = r.hessians_observed && p->has_r3;
+    p->costs.hessian_pass = opts->algorithm == PERQ_WALGO_GPTQ && !r.hessians_observed;
     if (rc == 0 && !r.keeps_rows &&
         !(r.sample = malloc((size_t)SAMPLE_ROWS * m->cfg.intermediate_size * sizeof *r.sample)))
         rc = perq_fail(err, PERQ_E_NOMEM, "out of memory");

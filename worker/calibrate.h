@@ -86,10 +86,12 @@ typedef struct perq_pipeline_opts {
     bool randomized;            /* random sign flips before R1, R2 and (folded into up/down) R3 */
     bool online;                /* R3 and P3 for W4A4; false: R1 and R2 only */
     bool fold_norms;            /* with mode none: fold the RMSNorm weights anyway (rotations always do) */
-    /* Tests only (default false): GPTQ's Hessians from a pass of their own
-     * after P3 and R3 are folded, through the W4A4 hook, instead of from the
-     * observing pass and the kept down_proj rows. The same Hessians up to
-     * float summation order, one more layer pass, no kept rows. */
+    /* GPTQ's Hessians from a pass of their own after P3 and R3 are folded,
+     * through the W4A4 hook, instead of from the observing pass and the kept
+     * down_proj rows: the same Hessians up to float summation order, one more
+     * layer pass, no kept rows. The run does this by itself when the kept
+     * rows would take more than 1 GiB and more than one fp32 layer plus the
+     * residual stream; true forces it (tests compare both ways). */
     bool hessian_pass;
 } perq_pipeline_opts;
 
@@ -116,6 +118,8 @@ typedef struct perq_pipeline_costs {
     double gptq_update_seconds;
     double gptq_factor_seconds;
     double gptq_seconds;        /* whole GPTQ calls, factorisations included */
+    bool hessian_pass;          /* GPTQ's Hessians had a pass of their own (the kept
+                                   down_proj rows would not fit, or opts.hessian_pass) */
 } perq_pipeline_costs;
 
 typedef struct perq_pipeline {

@@ -73,7 +73,7 @@ sec, comp = metrics["seconds"], metrics["compute"]
 total = sec["total"]
 order = ["loading", "calibrating", "permuting", "rotating", "quantizing", "exporting", "evaluating"]
 shares = ", ".join("%s %.1f%%" % (s, 100 * sec[s] / total) for s in order if s in sec)
-print("wall time %.1f s; shares: %s" % (total, shares))
+print("wall time %.1f s; shares: %s; GPTQ Hessians from %s" % (total, shares, comp["hessians_from"]))
 print("  inside quantizing: GPTQ factorisations %.0f%%, GPTQ updates %.0f%%, in-block rounding and scale search %.0f%%, outside the GPTQ calls (Hessians finalised, errors, copies) %.0f%%" % (
     100 * comp["gptq_factor_seconds"] / sec["quantizing"], 100 * comp["gptq_update_seconds"] / sec["quantizing"],
     100 * (comp["gptq_seconds"] - comp["gptq_factor_seconds"] - comp["gptq_update_seconds"]) / sec["quantizing"],

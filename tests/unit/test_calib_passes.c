@@ -128,6 +128,8 @@ static void check_one_pass(void **state, perq_pipeline_opts o, const char *what)
     printf("# %s: calibration %.4f GFLOP in one pass, %.4f with the Hessian pass\n", what,
            one.costs.calib_flops * 1e-9, two.costs.calib_flops * 1e-9);
     assert_same_linears(&one, &two, 1e-6);
+    assert_false(one.costs.hessian_pass);
+    assert_true(two.costs.hessian_pass);
     /* Per layer, besides the Hessians: two layer passes (observe, propagate)
      * against three. */
     double layers = c.num_hidden_layers, passes = one.costs.calib_flops - layers * hessian_flops(&c);
