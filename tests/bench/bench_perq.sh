@@ -90,8 +90,8 @@ small = budget["layer"] + budget["activations"]
 kept = sum(budget.values())
 print("peak RSS %s; one layer fp32 %s + calibration activations %s = %s: ratio %.2f" % (
     mb(rss), mb(budget["layer"]), mb(budget["activations"]), mb(small), rss / small))
-print("  with what the pipeline keeps besides: Hessians + GPTQ factors %s, down_proj input rows %s, "
+print("  with what the pipeline keeps besides: Hessians + GPTQ factors or kept down_proj rows %s, "
       "quantized weights (int8 + scales) %s, export row block %s = %s: ratio %.2f" % (
-    mb(budget["gptq"]), mb(budget["sample"]), mb(budget["int4"]), mb(budget["export"]), mb(kept), rss / kept))
+    mb(budget["gptq"]), mb(budget["int4"]), mb(budget["export"]), mb(kept), rss / kept))
 print("  (embedding and lm_head: never held in fp32, folded block of rows by block of rows as they are written)")
 PY

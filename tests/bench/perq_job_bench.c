@@ -10,13 +10,15 @@
  *       layer        one decoder layer in fp32 (perq_model_layer_bytes)
  *       activations  the calibration residual stream plus one micro-batch's
  *                    workspace (perq_layerwise_activation_bytes)
- *       gptq         the four Hessians (q/k/v, o, gate/up, down inputs) and
- *                    their four GPTQ factors, n*n floats each, alive together
- *                    while a layer is quantized, plus one dequantized matrix
- *       sample       the down_proj input rows kept: GPTQ with R3 keeps every
- *                    calibration token's (its down_proj Hessian is made from
- *                    them after P3 and R3), the report's sample being their
- *                    first 2048
+ *       gptq         the larger of what two moments of a layer hold:
+ *                    quantizing, the four Hessians (q/k/v, o, gate/up, down
+ *                    inputs) and their four GPTQ factors, n*n floats each,
+ *                    plus one dequantized matrix; or, just before, the four
+ *                    Hessians and the down_proj input rows kept (GPTQ with R3
+ *                    keeps every calibration token's while they fit in 1 GiB
+ *                    or one layer plus the residual stream; its down_proj
+ *                    Hessian is made from them after P3 and R3, then they are
+ *                    freed)
  *       int4         every layer's quantized weights kept for the export:
  *                    one int8 per weight (perq_int4_matrix) and an fp32
  *                    scale per output channel
@@ -101,8 +103,9 @@ static int run_budget(const char *dir, int seqs, int seq_len)
     printf("layer %zu\n", perq_model_layer_bytes(c));
     printf("activations %zu\n", perq_layerwise_activation_bytes(lw));
     double out_channels = q + 2 * kv + 2 * hidden + 2 * inter; /* rows of the seven linears */
-    printf("gptq %.0f\n", 2.0 * hessians * 4 + hidden * inter * 4);
-    printf("sample %.0f\n", (double)seqs * seq_len * inter * 4);
+    double quantizing = 2.0 * hessians * 4 + hidden * inter * 4;
+    double kept_rows = hessians * 4 + (double)seqs * seq_len * inter * 4;
+    printf("gptq %.0f\n", quantizing > kept_rows ? quantizing : kept_rows);
     printf("int4 %.0f\n", (weights + out_channels * 4) * c->num_hidden_layers);
     printf("export %.0f\n", (double)perq_export_block_rows(c->hidden_size) * hidden * (4 + 2));
     perq_layerwise_free(lw);
