@@ -10,9 +10,9 @@
  *      embedding would give it.
  *   3. Layer by layer (perq_layerwise_calibrate), on inputs that went through
  *      the layers before it already quantized:
- *        fold the norms (unless mode none: nothing needs them folded, and
- *          a folded norm weight widens the per-channel weight ranges), P1 R1
- *          and R2 into the layer;
+ *        fold the norms (unless mode none without fold_norms: nothing needs
+ *          them folded, and a folded norm weight widens the per-channel
+ *          weight ranges), P1 R1 and R2 into the layer;
  *        observe (one pass): per-channel mean |x| (and absmax) at the
  *          down_proj input, plus a sample of those rows for the report; for
  *          GPTQ also the Hessians of the q/k/v, o and gate/up inputs as the
@@ -20,20 +20,24 @@
  *          P3 and R3 do not change these inputs), and with R3 every
  *          down_proj input row kept ([tokens][intermediate] fp32; the
  *          sample is their beginning);
- *        choose P3 at block size b from them; fold P3 and R3;
+ *        choose P3 at block size b from them; fold P3, D3 (randomized) and R3;
  *        GPTQ: the down_proj input's Hessian from the kept rows put through
  *          this layer's P3, signs and R3 and the W4A4 hook's activation
  *          quantization, as the quantized model sees them (without R3 there
  *          is no P3 and the observing pass gathered it); the kept rows are
- *          freed here, before quantizing, where memory peaks;
+ *          freed here, before quantizing, where memory peaks (when the kept
+ *          rows would not fit, see hessian_pass, a pass of its own gathers
+ *          every Hessian instead);
  *        quantize all seven linears (GPTQ sharing one factorisation between
  *          q/k/v and between gate/up, or RTN) and leave q * scale in the model;
  *        propagate with the quantized weights through the W4A4 hook.
  * Rotations: mode none: none; full: R1 (hidden) and R2 (head_dim) full width,
  * R3 of block_size (0: the full intermediate width); block: R1, R2 and R3 all
  * blockwise of block_size (capped at hidden and head_dim), with P1. R3 and P3
- * only for W4A4: a weight-only artifact must load in stock runtimes, so every
- * rotation in it is folded. */
+ * only for W4A4 (and not with online false): a weight-only artifact must load
+ * in stock runtimes, so every rotation in it is folded. randomized: R1 and R2
+ * become D H (perq_rotation_randomize), and each layer draws signs D3 at the
+ * down_proj input, folded into up/down with P3, so the online R3 stays plain. */
 #ifndef PERQ_WORKER_CALIBRATE_H
 #define PERQ_WORKER_CALIBRATE_H
 
