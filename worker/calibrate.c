@@ -641,6 +641,9 @@ static int layer_observed(void *ctx, perq_layerwise *lw, int layer, perq_err *er
         enter(r, PERQ_STAGE_QUANTIZING, layer);
         rc = quantize_layer(r, layer, entry, err);
     }
+    const perq_pipeline_sink *sink = &r->p->opts.sink;
+    if (rc == 0 && sink->take)
+        rc = sink->take(sink->ctx, layer, &r->p->linears[(size_t)layer * PERQ_PIPELINE_LINEARS], err);
     for (int h = 0; h < N_HESS; h++)
         perq_hessian_free(&r->hess[h]);
     free(r->p3);

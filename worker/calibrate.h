@@ -78,6 +78,15 @@ int perq_calib_sequences(const int32_t *ids, size_t n_ids, int bos, int n_seqs, 
 
 /* ---- the pipeline ---------------------------------------------------------- */
 
+/* Where each layer's quantized linears go as soon as they exist (optional):
+ * take gets that layer's PERQ_PIPELINE_LINEARS matrices (in p->linears) and
+ * may free them (perq_int4_free) once it has packed them into an export, so
+ * a run never holds every layer's INT4 values at once. */
+typedef struct perq_pipeline_sink {
+    void *ctx;
+    int (*take)(void *ctx, int layer, perq_int4_matrix *linears, perq_err *err);
+} perq_pipeline_sink;
+
 typedef struct perq_pipeline_opts {
     perq_rotation_mode mode;
     int block_size;             /* 0: R3 full width (mode full) */
@@ -97,6 +106,7 @@ typedef struct perq_pipeline_opts {
      * rows would take more than 1 GiB and more than one fp32 layer plus the
      * residual stream; true forces it (tests compare both ways). */
     bool hessian_pass;
+    perq_pipeline_sink sink;
 } perq_pipeline_opts;
 
 #define PERQ_PIPELINE_LINEARS 7 /* q, k, v, o, gate, up, down: perq_linear_kind order */

@@ -24,6 +24,31 @@ static const char *const linear_parts[PERQ_PIPELINE_LINEARS] = {
     "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj",
 };
 
+/* The embedding or lm_head of the folded model, made block of rows by block
+ * of rows while an export writes it (export_rows.h), so that neither is ever
+ * held whole in fp32 (perq_pipeline_end_rows). */
+typedef struct folded_end {
+    const perq_pipeline *p;
+    const perq_model *m;
+    bool head;
+} folded_end;
+
+static int folded_end_rows(void *ctx, int64_t row0, int64_t n, float *out, perq_err *err)
+{
+    const folded_end *e = ctx;
+    int rc = perq_pipeline_end_rows(e->p, e->m, e->head, row0, n, out, err);
+    perq_model_drop_mapped(e->m); /* the rows read stay in the page cache, not in this process */
+    return rc;
+}
+
+/* The exports the folded, quantized model goes to (either may be NULL), and
+ * the sources of its embedding and head, read while the files are written. */
+typedef struct exports {
+    perq_ct_export *ct;
+    perq_gguf_export *gguf;
+    folded_end embed, head;
+} exports;
+
 typedef struct perq_job {
     const perq_jobspec *spec;
     const perq_job_paths *paths;
@@ -38,6 +63,7 @@ typedef struct perq_job {
     bool ct_scratch;
     char scratch_dir[4096];
     json_t *timings, *eval, *gguf_summary;
+    exports x;                  /* open from before calibration until the files are written */
 } perq_job;
 
 static double now_seconds(void)
@@ -92,58 +118,6 @@ static int load(perq_job *j, perq_err *err)
                           j->spec->calibration.samples, j->spec->calibration.seq_len, n);
     return rc;
 }
-
-static int calibrate(perq_job *j, perq_err *err)
-{
-    const perq_jobspec *s = j->spec;
-    char name[256];
-    perq_layer_tensor_name(name, sizeof name, 0, "self_attn.q_proj.weight");
-    perq_pipeline_opts o = {.mode = s->rotation.mode,
-                            .block_size = s->rotation.block_size,
-                            .permutation = s->rotation.permutation,
-                            .act_bits = s->activations.bits,
-                            .algorithm = s->weights.algorithm,
-                            .group_size = s->weights.group_size,
-                            .scale_dtype = tensor_dtype(j->model, name),
-                            .seed = (uint64_t)s->calibration.seed,
-                            .randomized = s->rotation.randomized,
-                            .online = s->rotation.online,
-                            .fold_norms = s->rotation.fold_norms};
-    if (perq_pipeline_check(&j->model->cfg, &o, err) != 0)
-        return -1;
-    j->pipe_done = true;
-    int rc = perq_pipeline_run(j->model, j->calib, s->calibration.samples, s->calibration.seq_len, &o, j->rep,
-                               &j->pipe, err);
-    for (int st = 0; st < PERQ_PIPELINE_STAGES; st++)
-        json_object_set_new(j->timings, perq_pipeline_stage_name((perq_pipeline_stage)st),
-                            json_real(j->pipe.costs.stage_seconds[st]));
-    return rc;
-}
-
-/* The embedding or lm_head of the folded model, made block of rows by block
- * of rows while an export writes it (export_rows.h), so that neither is ever
- * held whole in fp32 (perq_pipeline_end_rows). */
-typedef struct folded_end {
-    const perq_pipeline *p;
-    const perq_model *m;
-    bool head;
-} folded_end;
-
-static int folded_end_rows(void *ctx, int64_t row0, int64_t n, float *out, perq_err *err)
-{
-    const folded_end *e = ctx;
-    int rc = perq_pipeline_end_rows(e->p, e->m, e->head, row0, n, out, err);
-    perq_model_drop_mapped(e->m); /* the rows read stay in the page cache, not in this process */
-    return rc;
-}
-
-/* The exports the folded, quantized model goes to (either may be NULL), and
- * the sources of its embedding and head, read while the files are written. */
-typedef struct exports {
-    perq_ct_export *ct;
-    perq_gguf_export *gguf;
-    folded_end embed, head;
-} exports;
 
 static int add_f32(const exports *x, const char *name, perq_dtype dt, int ndim, const int64_t *shape, const float *v,
                    perq_err *err)
@@ -203,8 +177,51 @@ static json_t *transform_config(const perq_pipeline *p)
     return tc;
 }
 
-/* Each quantized linear is freed once the exports have it: from then on the
- * job holds its packed form only. */
+/* The pipeline's sink: a layer's quantized linears go to the exports as soon
+ * as they exist and are freed, so the job holds their packed form only. */
+static int take_layer(void *ctx, int layer, perq_int4_matrix *linears, perq_err *err)
+{
+    perq_job *j = ctx;
+    for (int k = 0; k < PERQ_PIPELINE_LINEARS; k++) {
+        char prefix[256], wname[300];
+        snprintf(prefix, sizeof prefix, "model.layers.%d.%s", layer, linear_parts[k]);
+        snprintf(wname, sizeof wname, "%s.weight", prefix);
+        if (add_linear(&j->x, prefix, &linears[k], tensor_dtype(j->model, wname), err) != 0)
+            return -1;
+        perq_int4_free(&linears[k]);
+    }
+    return 0;
+}
+
+static int calibrate(perq_job *j, perq_err *err)
+{
+    const perq_jobspec *s = j->spec;
+    char name[256];
+    perq_layer_tensor_name(name, sizeof name, 0, "self_attn.q_proj.weight");
+    perq_pipeline_opts o = {.mode = s->rotation.mode,
+                            .block_size = s->rotation.block_size,
+                            .permutation = s->rotation.permutation,
+                            .act_bits = s->activations.bits,
+                            .algorithm = s->weights.algorithm,
+                            .group_size = s->weights.group_size,
+                            .scale_dtype = tensor_dtype(j->model, name),
+                            .seed = (uint64_t)s->calibration.seed,
+                            .randomized = s->rotation.randomized,
+                            .online = s->rotation.online,
+                            .fold_norms = s->rotation.fold_norms,
+                            .sink = {j, take_layer}};
+    if (perq_pipeline_check(&j->model->cfg, &o, err) != 0)
+        return -1;
+    j->pipe_done = true;
+    int rc = perq_pipeline_run(j->model, j->calib, s->calibration.samples, s->calibration.seq_len, &o, j->rep,
+                               &j->pipe, err);
+    for (int st = 0; st < PERQ_PIPELINE_STAGES; st++)
+        json_object_set_new(j->timings, perq_pipeline_stage_name((perq_pipeline_stage)st),
+                            json_real(j->pipe.costs.stage_seconds[st]));
+    return rc;
+}
+
+/* Everything but the quantized linears (take_layer added those). */
 static int fill_export(perq_job *j, exports *x, perq_err *err)
 {
     perq_model *m = j->model;
@@ -230,15 +247,6 @@ static int fill_export(perq_job *j, exports *x, perq_err *err)
                                       j->pipe.layer_norms + ((size_t)l * 2 + k) * c->hidden_size, err);
             if (rc != 0)
                 return -1;
-        }
-        for (int k = 0; k < PERQ_PIPELINE_LINEARS; k++) {
-            char prefix[256], wname[300];
-            snprintf(prefix, sizeof prefix, "model.layers.%d.%s", l, linear_parts[k]);
-            snprintf(wname, sizeof wname, "%s.weight", prefix);
-            perq_int4_matrix *q = &j->pipe.linears[(size_t)l * PERQ_PIPELINE_LINEARS + k];
-            if (add_linear(x, prefix, q, tensor_dtype(m, wname), err) != 0)
-                return -1;
-            perq_int4_free(q);
         }
     }
     return add_folded_end(x, "lm_head.weight", edt, &x->head, err);
@@ -269,32 +277,38 @@ static int new_gguf(const perq_job *j, perq_gguf_export **out, perq_err *err)
     return perq_gguf_new(&cfg, &opt, out, err);
 }
 
-static int export_stage(perq_job *j, perq_err *err)
+/* The exports, made before calibration so that each layer goes in as soon
+ * as it is quantized (take_layer). */
+static int open_exports(perq_job *j, perq_err *err)
 {
     perq_ct_options opt = {j->spec->weights.group_size, j->spec->activations.bits, 0};
-    exports x = {.ct = NULL, .gguf = NULL};
+    if (j->ct_dir && !(j->x.ct = perq_ct_new(&opt)))
+        return perq_fail(err, PERQ_E_NOMEM, "out of memory");
+    if (j->spec->outputs & PERQ_OUT_GGUF)
+        return new_gguf(j, &j->x.gguf, err);
+    return 0;
+}
+
+static int export_stage(perq_job *j, perq_err *err)
+{
+    exports *x = &j->x;
     json_t *config_patch = json_pack("{sb}", "tie_word_embeddings", 0);
     json_t *quant_patch = transform_config(&j->pipe);
     int rc = config_patch ? 0 : perq_fail(err, PERQ_E_NOMEM, "out of memory");
-    if (rc == 0 && j->ct_dir) {
-        x.ct = perq_ct_new(&opt);
-        if (x.ct)
-            perq_ct_set_patches(x.ct, config_patch, quant_patch);
-        else
-            rc = perq_fail(err, PERQ_E_NOMEM, "out of memory");
-    }
-    if (rc == 0 && (j->spec->outputs & PERQ_OUT_GGUF))
-        rc = new_gguf(j, &x.gguf, err);
+    if (rc == 0 && x->ct)
+        perq_ct_set_patches(x->ct, config_patch, quant_patch);
     if (rc == 0)
-        rc = fill_export(j, &x, err);
-    if (rc == 0 && x.ct)
-        rc = write_ct(j, x.ct, err);
-    if (rc == 0 && x.gguf)
-        rc = perq_gguf_write_artifact(x.gguf, j->paths->model_dir, j->paths->out_dir, &j->files, j->rep, err);
-    if (rc == 0 && x.gguf && !(j->gguf_summary = perq_gguf_summary(x.gguf)))
+        rc = fill_export(j, x, err);
+    if (rc == 0 && x->ct)
+        rc = write_ct(j, x->ct, err);
+    if (rc == 0 && x->gguf)
+        rc = perq_gguf_write_artifact(x->gguf, j->paths->model_dir, j->paths->out_dir, &j->files, j->rep, err);
+    if (rc == 0 && x->gguf && !(j->gguf_summary = perq_gguf_summary(x->gguf)))
         rc = perq_fail(err, PERQ_E_NOMEM, "out of memory");
-    perq_ct_free(x.ct);
-    perq_gguf_free(x.gguf);
+    perq_ct_free(x->ct);
+    perq_gguf_free(x->gguf);
+    x->ct = NULL;
+    x->gguf = NULL;
     json_decref(config_patch);
     json_decref(quant_patch);
     return rc;
@@ -384,7 +398,7 @@ static int run(perq_job *j, json_t **metrics, perq_err *err)
         return -1;
     if (perq_report_cancelled(j->rep))
         return perq_fail(err, PERQ_E_CANCELLED, "cancelled");
-    if (calibrate(j, err) != 0 || run_stage(j, "exporting", export_stage, err) != 0)
+    if (open_exports(j, err) != 0 || calibrate(j, err) != 0 || run_stage(j, "exporting", export_stage, err) != 0)
         return -1;
     if (j->spec->eval.present && run_stage(j, "evaluating", evaluate, err) != 0)
         return -1;
@@ -419,6 +433,8 @@ int perq_job_run_perq(const perq_jobspec *spec, const perq_job_paths *paths, con
         perq_err ignored = {0};
         perq_job_remove_scratch(paths, &ignored);
     }
+    perq_ct_free(j.x.ct);   /* left open by a failure */
+    perq_gguf_free(j.x.gguf);
     if (j.pipe_done)
         perq_pipeline_free(&j.pipe);
     perq_model_close(j.model);
