@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A whole perq job (build/bin/perq quantize) on the 1B-shaped synthetic
-# checkpoint (bench_common.sh): 16 x 512 calibration tokens of wikitext-2,
+# A whole perq job (build/bin/perq quantize) on the synthetic checkpoint of
+# Llama-3.2-1B's shape, all 16 layers (BENCH_PERQ_SYNTH overrides the perq
+# synth arguments): 16 x 512 calibration tokens of wikitext-2,
 # W4A4, GPTQ, rotation full with R3 in blocks of 16 and MassDiff, every layer.
 # Prints, from the job's metrics (seconds per stage, FLOPs counted by the
 # pipeline) and against figures measured in the same run:
@@ -34,6 +35,8 @@ cc -I"$root/include" -I"$root/worker" -D_GNU_SOURCE $(pkg-config --cflags $pkgs)
    -pthread -fopenmp "$root/tests/bench/perq_job_bench.c" "$root/build/libperq.a" \
    $(pkg-config --libs $pkgs) -lm -o "$bench_bin"
 
+# Every layer of the Llama-3.2-1B shape (the other benches use its first 4).
+BENCH_SYNTH=${BENCH_PERQ_SYNTH:-"--preset llama-3.2-1b --dtype bf16 --seed 1"}
 model=$(bench_model_dir)
 work=$(mktemp -d "${TMPDIR:-/tmp}/perq-bench-perq.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -91,7 +94,7 @@ kept = sum(budget.values())
 print("peak RSS %s; one layer fp32 %s + calibration activations %s = %s: ratio %.2f" % (
     mb(rss), mb(budget["layer"]), mb(budget["activations"]), mb(small), rss / small))
 print("  with what the pipeline keeps besides: Hessians + GPTQ factors or kept down_proj rows %s, "
-      "quantized weights (int8 + scales) %s, export row block %s = %s: ratio %.2f" % (
+      "quantized weights (packed + scales) %s, export row block %s = %s: ratio %.2f" % (
     mb(budget["gptq"]), mb(budget["int4"]), mb(budget["export"]), mb(kept), rss / kept))
 print("  (embedding and lm_head: never held in fp32, folded block of rows by block of rows as they are written)")
 PY

@@ -19,9 +19,10 @@
  *                    or one layer plus the residual stream; its down_proj
  *                    Hessian is made from them after P3 and R3, then they are
  *                    freed)
- *       int4         every layer's quantized weights kept for the export:
- *                    one int8 per weight (perq_int4_matrix) and an fp32
- *                    scale per output channel
+ *       int4         the compressed-tensors export's packed weights (half a
+ *                    byte per weight) and scales for every layer, plus one
+ *                    layer's int8 values (perq_int4_matrix) and fp32 scales
+ *                    until the export takes them (perq_pipeline_sink)
  *       export       one block of embedding or lm_head rows in fp32 and
  *                    converted (export_rows.h)
  *     The embedding and lm_head are never held whole in fp32: the calibration
@@ -106,7 +107,7 @@ static int run_budget(const char *dir, int seqs, int seq_len)
     double quantizing = 2.0 * hessians * 4 + hidden * inter * 4;
     double kept_rows = hessians * 4 + (double)seqs * seq_len * inter * 4;
     printf("gptq %.0f\n", quantizing > kept_rows ? quantizing : kept_rows);
-    printf("int4 %.0f\n", (weights + out_channels * 4) * c->num_hidden_layers);
+    printf("int4 %.0f\n", (weights * 0.5 + out_channels * 4) * c->num_hidden_layers + weights + out_channels * 4);
     printf("export %.0f\n", (double)perq_export_block_rows(c->hidden_size) * hidden * (4 + 2));
     perq_layerwise_free(lw);
     free(ids);
