@@ -10,10 +10,11 @@
 #include "perq/w4a4.h"
 
 #include "eval_plan.h"
+#include "head_nll.h"
 
 enum {
     BATCH_TOKENS = 2048,         /* tokens per forward batch in resident mode */
-    LOGIT_FLOATS = 1 << 22,      /* logits computed at once: 16 MB */
+    SCORE_ROWS = 2048,           /* predictions scored at once (one walk over lm_head) */
 };
 
 /* The tokens of chunks c0 .. c0+n-1 as the model sees them. */
@@ -25,26 +26,13 @@ static void chunk_tokens(const int32_t *ids, const perq_chunk_plan *p, int bos, 
             out[(size_t)c * p->ctx] = bos;
 }
 
-/* -log softmax(logits)[target], in double. */
-static double nll_of(const float *logits, int vocab, int target)
-{
-    float max = logits[0];
-    for (int i = 1; i < vocab; i++)
-        max = logits[i] > max ? logits[i] : max;
-    double sum = 0;
-    for (int i = 0; i < vocab; i++)
-        sum += exp((double)logits[i] - max);
-    return log(sum) + max - logits[target];
-}
-
 typedef struct scorer {
     const perq_model *m;
     const perq_chunk_plan *plan;
     const perq_linear_hook *hook;
-    float *rows;         /* [block][hidden] gathered hidden states */
-    float *logits;       /* [block][vocab] */
-    int32_t *targets;    /* [block] */
-    int block;
+    float *rows;         /* [SCORE_ROWS][hidden] gathered hidden states */
+    int32_t *targets;    /* [SCORE_ROWS] */
+    double *nll;         /* [SCORE_ROWS] */
     double nll_sum;
     long long scored;
 } scorer;
@@ -56,38 +44,54 @@ static int scorer_init(scorer *s, const perq_model *m, const perq_chunk_plan *p,
     s->m = m;
     s->plan = p;
     s->hook = hook;
-    s->block = LOGIT_FLOATS / m->cfg.vocab_size;
-    if (s->block < 1)
-        s->block = 1;
-    s->rows = malloc((size_t)s->block * m->cfg.hidden_size * sizeof *s->rows);
-    s->logits = malloc((size_t)s->block * m->cfg.vocab_size * sizeof *s->logits);
-    s->targets = malloc((size_t)s->block * sizeof *s->targets);
-    if (!s->rows || !s->logits || !s->targets)
-        return perq_fail(err, PERQ_E_NOMEM, "out of memory for the logits");
+    s->rows = malloc((size_t)SCORE_ROWS * m->cfg.hidden_size * sizeof *s->rows);
+    s->targets = malloc((size_t)SCORE_ROWS * sizeof *s->targets);
+    s->nll = malloc((size_t)SCORE_ROWS * sizeof *s->nll);
+    if (!s->rows || !s->targets || !s->nll)
+        return perq_fail(err, PERQ_E_NOMEM, "out of memory for the scored hidden states");
     return 0;
 }
 
 static void scorer_free(scorer *s)
 {
     free(s->rows);
-    free(s->logits);
     free(s->targets);
+    free(s->nll);
+}
+
+/* The lm_head hook over the gathered rows, as perq_forward_head calls it
+ * (the head itself is not there unless it is loaded: w may be NULL). */
+static int head_hook(scorer *s, int n, perq_err *err)
+{
+    if (!s->hook || !s->hook->before)
+        return 0;
+    const perq_llama_config *c = &s->m->cfg;
+    perq_linear_site site = {c->num_hidden_layers, PERQ_LIN_HEAD, s->rows, n, c->hidden_size, c->vocab_size,
+                             s->m->head, n, 1, 0};
+    if (s->hook->before(s->hook->ctx, &site, err) != 0)
+        return perq_err_context(err, "lm_head");
+    return 0;
 }
 
 static int score_block(scorer *s, int n, perq_err *err)
 {
     if (n == 0)
         return 0;
-    if (perq_forward_head(s->m, s->rows, n, s->logits, s->hook, err) != 0)
+    if (head_hook(s, n, err) != 0 || perq_head_nll(s->m, s->rows, n, s->targets, PERQ_HEAD_NLL_BLOCK_DEFAULT, s->nll, err) != 0)
         return -1;
-    int vocab = s->m->cfg.vocab_size;
-    double sum = 0;
-#pragma omp parallel for reduction(+ : sum) schedule(static)
     for (int r = 0; r < n; r++)
-        sum += nll_of(s->logits + (size_t)r * vocab, vocab, s->targets[r]);
-    s->nll_sum += sum;
+        s->nll_sum += s->nll[r];
     s->scored += n;
     return 0;
+}
+
+/* A pack-quantized lm_head has no rows to read in place: it is loaded whole.
+ * Any other head is read block by block from where it is. */
+static int head_readable(perq_model *m, perq_err *err)
+{
+    if (m->head || m->cfg.tie_word_embeddings || m->head_src)
+        return 0;
+    return perq_model_load_head(m, err);
 }
 
 /* Scores n chunks whose normalised last hidden states are h [n*ctx][hidden]
@@ -102,7 +106,7 @@ static int score_chunks(scorer *s, const float *h, const int32_t *tokens, int n,
             size_t pos = (size_t)c * p->ctx + p->first + i;
             memcpy(s->rows + filled * hidden, h + pos * hidden, hidden * sizeof *h);
             s->targets[filled] = tokens[pos + 1];
-            if (++filled == s->block) {
+            if (++filled == SCORE_ROWS) {
                 if (score_block(s, filled, err) != 0)
                     return -1;
                 filled = 0;
@@ -132,7 +136,10 @@ static bool all_layers_loaded(const perq_model *m)
 static int eval_resident(perq_model *m, const int32_t *ids, int bos, const perq_chunk_plan *p, scorer *s,
                          const perq_reporter *rep, perq_err *err)
 {
-    if (perq_model_load_all(m, err) != 0)
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++)
+        if (perq_model_load_layer(m, l, err) != 0)
+            return -1;
+    if (head_readable(m, err) != 0)
         return -1;
     int batch = BATCH_TOKENS / p->ctx;
     batch = batch < 1 ? 1 : batch > p->n_chunks ? p->n_chunks : batch;
@@ -187,7 +194,7 @@ static int eval_layerwise(perq_model *m, const int32_t *ids, int bos, const perq
     if (rc == 0) {
         float *h = perq_layerwise_hidden(lw);
         perq_forward_final_norm(m, h, (long long)rows);
-        rc = perq_model_load_head(m, err);
+        rc = head_readable(m, err);
         if (rc == 0)
             rc = score_chunks(s, h, tokens, p->n_chunks, err);
         perq_report_progress(rep, p->n_chunks, p->n_chunks);

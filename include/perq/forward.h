@@ -65,7 +65,8 @@ typedef struct perq_linear_site {
     int rows;               /* tokens in this call */
     int in;                 /* input features (columns of x) */
     int out;                /* output features */
-    const float *w;         /* the weight about to be applied, [out][in] */
+    const float *w;         /* the weight about to be applied, [out][in]; NULL for
+                               an lm_head that perplexity walks block by block */
     int n_seqs, seq_len;    /* rows == n_seqs * seq_len; lm_head: the rows whose
                                logits are wanted, n_seqs = rows, seq_len = 1 */
     int pass;               /* the caller's tag (perq_layerwise_run); 0 otherwise */
