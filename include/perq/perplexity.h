@@ -21,7 +21,9 @@
  *               (one layer in fp32 plus those hidden states).
  * PERQ_EVAL_AUTO picks resident when the layers are all loaded already or fit
  * in PERQ_EVAL_RESIDENT_BYTES in fp32, layerwise otherwise. Layers the
- * evaluation loads itself in layerwise mode are freed again. */
+ * evaluation loads itself in layerwise mode are freed again. lm_head is never
+ * loaded for it: the scored predictions walk the head in blocks of vocab rows
+ * (head_nll.h), unless it is loaded already or pack-quantized. */
 #ifndef PERQ_PERPLEXITY_H
 #define PERQ_PERPLEXITY_H
 
