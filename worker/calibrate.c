@@ -412,7 +412,8 @@ static int gather_hessians(void *ctx, const perq_linear_site *site, perq_err *er
 }
 
 /* Rows x [rows][intermediate] of the down_proj input as this layer's folded
- * weights will see them: permuted by perm (NULL: none), then R3. */
+ * weights will see them: permuted by perm (NULL: none), times the random
+ * signs D3 (randomized), then R3. */
 static int transform_down_rows(const run *r, const int *perm, float *x, size_t rows, perq_err *err)
 {
     int d = r->down.d;
