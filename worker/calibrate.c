@@ -10,19 +10,12 @@
 #include "perq/fold.h"
 #include "perq/gptq.h"
 #include "perq/permute.h"
+#include "splitmix64.h"
 
 /* Rows of the down_proj input kept per layer for the report's statistics:
  * one 2048-token sequence, as the paper's permutation statistics. */
 #define SAMPLE_ROWS 2048
 #define PASS_HESSIAN 3
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 int perq_calib_sequences(const int32_t *ids, size_t n_ids, int bos, int n_seqs, int seq_len, uint64_t seed,
                          int32_t **out, perq_err *err)

@@ -3,6 +3,7 @@
  * matrix (see perq/hadamard.h for the conventions). */
 #include "perq/hadamard.h"
 #include "hadamard_internal.h"
+#include "splitmix64.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -261,13 +262,8 @@ void perq_random_signs(float *signs, int n, uint64_t seed)
 {
     uint64_t state = seed, bits = 0;
     for (int i = 0; i < n; i++) {
-        if (i % 64 == 0) {
-            /* splitmix64 */
-            uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-            z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-            bits = z ^ (z >> 31);
-        }
+        if (i % 64 == 0)
+            bits = splitmix64(&state);
         signs[i] = (bits >> (i % 64)) & 1 ? -1.0f : 1.0f;
     }
 }

@@ -1,19 +1,11 @@
 /* Seeded random orthogonal matrices, the fallback for orders with no Hadamard
  * construction here (see perq/hadamard.h). */
 #include "perq/hadamard.h"
+#include "splitmix64.h"
 
 #include <lapack.h>
 #include <math.h>
 #include <stdlib.h>
-
-/* splitmix64 (Steele, Lea, Flood 2014): a 64-bit counter through a mixer. */
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 /* Uniform in (0, 1), never 0 (log below). */
 static double uniform_open(uint64_t *state)

@@ -1,6 +1,7 @@
 /* Channel permutations: MassDiff, zigzag, random, identity, and applying them
  * (see perq/permute.h). */
 #include "perq/permute.h"
+#include "splitmix64.h"
 
 #include <math.h>
 #include <omp.h>
@@ -138,15 +139,6 @@ void perq_permute_identity(int *perm, int d)
 {
     for (int i = 0; i < d; i++)
         perm[i] = i;
-}
-
-/* splitmix64 (Steele, Lea, Flood 2014). */
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
 }
 
 /* Uniform in [0, range) from the high 32 bits of each draw (Lemire 2019). */
