@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "perq/job.h"
+#include "perq/safetensors.h"
 #include "testutil.h"
 
 static char *tmp, *model_dir, *text_path;
@@ -71,15 +72,10 @@ static double ppl_float(const json_t *report)
 
 static char *read_whole(const char *job, const char *file, size_t *len)
 {
-    char *dir = in_dir(tmp, job), *path = in_dir(dir, file);
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *len = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc(*len ? *len : 1);
-    assert_int_equal(fread(buf, 1, *len, f), *len);
-    fclose(f);
+    char *dir = in_dir(tmp, job), *path = in_dir(dir, file), *buf = NULL;
+    perq_err err = {0};
+    if (perq_read_file(path, 0, &buf, len, &err) != 0)
+        fail_msg("%s", err.msg);
     free(path);
     free(dir);
     return buf;
@@ -156,25 +152,21 @@ static void test_without_online_rotation(void **state)
 /* The exported layer norms: ones when folded, the checkpoint's when kept. */
 static void assert_norms(const char *job, bool ones)
 {
-    size_t n;
-    char *buf = read_whole(job, "model.safetensors", &n);
-    uint64_t header_len;
-    memcpy(&header_len, buf, 8);
-    json_t *h = json_loadb(buf + 8, (size_t)header_len, 0, NULL);
-    assert_non_null(h);
-    const json_t *t = json_object_get(h, "model.layers.0.input_layernorm.weight");
-    assert_string_equal(json_string_value(json_object_get(t, "dtype")), "F32");
-    size_t begin = (size_t)json_integer_value(json_array_get(json_object_get(t, "data_offsets"), 0));
-    size_t end = (size_t)json_integer_value(json_array_get(json_object_get(t, "data_offsets"), 1));
+    char *dir = in_dir(tmp, job), *path = in_dir(dir, "model.safetensors");
+    perq_st_file f;
+    perq_err err = {0};
+    assert_int_equal(perq_st_open(path, &f, &err), 0);
+    const perq_tensor *t = perq_st_find(&f, "model.layers.0.input_layernorm.weight");
+    assert_non_null(t);
+    assert_int_equal(t->dtype, PERQ_DT_F32);
+    const float *v = t->data;
     int all_ones = 1;
-    for (size_t at = begin; at < end; at += 4) {
-        float v;
-        memcpy(&v, buf + 8 + header_len + at, 4);
-        all_ones &= v == 1.0f;
-    }
+    for (size_t i = 0; i < t->nbytes / sizeof *v; i++)
+        all_ones &= v[i] == 1.0f;
     assert_int_equal(all_ones, ones);
-    json_decref(h);
-    free(buf);
+    perq_st_close(&f);
+    free(path);
+    free(dir);
 }
 
 /* fold_norms with mode none: same weights' function, other quantization. */
